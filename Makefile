@@ -1,0 +1,35 @@
+# ivim-demo: `make demo` runs every notebook at full size and writes figures/;
+# `make test` runs the whole test suite. Both create and install .venv first.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+BUILD  := build
+NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
+
+.PHONY: demo test install lab clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[notebooks,test]' 2>&1 \
+		| grep -v "is ignored: it is neither a file nor a directory" || true
+	$(BIN)/python -c "import torch, ivim_demo, papermill, nbval; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ivim-demo)" >/dev/null
+	touch $(STAMP)
+
+# Executed copies go to build/notebooks, data and checkpoints to build/data, figures to figures/.
+demo: $(STAMP)
+	mkdir -p $(BUILD)/notebooks figures
+	set -e; for nb in $(NOTEBOOKS); do \
+		name=$$(basename $$nb); echo "== $$name"; \
+		$(BIN)/papermill --cwd notebooks --kernel python3 --no-progress-bar $$nb $(BUILD)/notebooks/$$name; \
+	done
+	@echo "figures written to figures/:"; ls figures
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+clean:
+	rm -rf $(BUILD) .pytest_cache

@@ -1,0 +1,145 @@
+"""Figures for the notebooks, and the one helper that writes them to disk."""
+from __future__ import annotations
+
+import os
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .metrics import PARAMS
+from .model import IVIMParams, ivim
+
+__all__ = [
+    "MAP_LIMITS",
+    "UNITS",
+    "save_figure",
+    "plot_signal_examples",
+    "plot_parameter_distributions",
+    "plot_loss",
+    "plot_b_images",
+    "plot_maps",
+    "plot_estimate_vs_truth",
+]
+
+#: Display range per parameter: the seed's colour limits.
+MAP_LIMITS = {"Dp": (0.01, 0.07), "Dt": (0.0, 0.002), "Fp": (0.0, 0.4)}
+#: Units per parameter, for labels.
+UNITS = {"Dp": "mm²/s", "Dt": "mm²/s", "Fp": "fraction", "S0": "a.u."}
+
+
+def save_figure(fig, name: str, folder="figures", *, dpi: int = 110) -> str:
+    """Write ``fig`` as ``folder/NAME.png`` (folder created) and return the path.
+
+    Every figure of the collection goes through here, so a run's figures land
+    in one folder: ``figures/`` for ``make demo``, a temporary one in tests.
+    The figure stays open so the notebook still displays it.
+    """
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(os.fspath(folder), f"{name}.png")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def plot_signal_examples(b_values, params: IVIMParams, noisy, *, n: int = 4):
+    """Noise-free IVIM curves and their noisy samples for the first ``n`` voxels."""
+    b = np.asarray(b_values, float)
+    fine = np.linspace(0, b.max(), 400)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i in range(min(n, len(noisy))):
+        p = [np.asarray(v)[i] for v in params]
+        line = ax.plot(fine, ivim(fine, *p), lw=1.5,
+                       label=f"Dp={p[0]:.3f}, Dt={p[1] * 1e3:.2f}e-3, Fp={p[2]:.2f}")[0]
+        ax.plot(b, noisy[i], "o", color=line.get_color(), ms=5)
+    ax.set(xlabel="b (s/mm²)", ylabel="S(b) / S0", yscale="log",
+           title="Training signals: noise-free curves (lines) and Rician-noisy samples (dots)")
+    ax.legend(fontsize=8, title="Dp, Dt in mm²/s", title_fontsize=8)
+    return fig
+
+
+def plot_parameter_distributions(params: IVIMParams, *, bins: int = 50):
+    """Histograms of Dp, Dt, Fp (e.g. of a training set)."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    for ax, name in zip(axes, PARAMS):
+        ax.hist(np.ravel(getattr(params, name)), bins=bins, color="tab:blue", alpha=0.8)
+        ax.set(xlabel=f"{name} ({UNITS[name]})", ylabel="voxels", title=f"{name} distribution")
+    fig.suptitle("Training parameters, drawn uniformly from the box")
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss(history, *, title="IVIM-NET training loss"):
+    """Loss per epoch (log scale) with the restored best epoch marked."""
+    h = history if isinstance(history, dict) else history.as_dict()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(h["loss"], "o-", ms=3, label="training loss (sum over batches)")
+    if h.get("val_loss"):
+        ax2 = ax.twinx()
+        ax2.plot(h["val_loss"], "s-", ms=3, color="tab:orange", label="validation loss (mean)")
+        ax2.set_ylabel("validation MSE")
+        ax2.set_yscale("log")
+        ax2.legend(loc="upper center")
+    best = h["best_epoch"]
+    ax.axvline(best, color="tab:red", ls="--", label=f"best epoch {best} (weights restored)")
+    ax.set(xlabel="epoch", ylabel="summed MSE", yscale="log", title=title)
+    ax.legend(loc="upper right")
+    return fig
+
+
+def plot_b_images(dwi, b_values, *, clim=(0, 1600), ncols: int = 4):
+    """One image per b-value (the seed's 2 x 4 grid), in signal units."""
+    b = np.asarray(b_values)
+    nrows = int(np.ceil(len(b) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.3 * nrows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_xticks([]), ax.set_yticks([])
+        if k >= len(b):
+            ax.axis("off")
+            continue
+        im = ax.imshow(dwi[..., k], cmap="gray", clim=clim)
+        ax.set_title(f"b = {b[k]:g} s/mm²")
+    fig.colorbar(im, ax=axes, fraction=0.025, pad=0.02, label="signal (a.u.)")
+    fig.suptitle("Simulated diffusion-weighted images")
+    return fig
+
+
+def plot_maps(rows: dict, *, limits=None, title=None):
+    """Parameter maps: one row per estimator (or truth), columns Dp, Dt, Fp.
+
+    Parameters
+    ----------
+    rows : dict of str -> IVIMParams
+        e.g. ``{"IVIM-NET": estimates, "ground truth": truth}``; each map 2-D.
+    limits : dict, optional
+        Colour limits per parameter; default ``MAP_LIMITS`` (the seed's).
+    """
+    limits = MAP_LIMITS if limits is None else limits
+    fig, axes = plt.subplots(len(rows), 3, figsize=(11, 3.4 * len(rows)), squeeze=False)
+    for r, (label, params) in enumerate(rows.items()):
+        for c, name in enumerate(PARAMS):
+            ax = axes[r, c]
+            im = ax.imshow(getattr(params, name), cmap="gray", clim=limits[name])
+            ax.set_title(f"{name}, {label}")
+            ax.set_xticks([]), ax.set_yticks([])
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=UNITS[name])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_estimate_vs_truth(estimates: dict, truth: IVIMParams, *, limits=None, title=None):
+    """Density scatter (2-D histogram) of estimate vs truth, one row per estimator."""
+    limits = MAP_LIMITS if limits is None else limits
+    fig, axes = plt.subplots(len(estimates), 3, figsize=(11, 3.3 * len(estimates)), squeeze=False)
+    for r, (label, est) in enumerate(estimates.items()):
+        for c, name in enumerate(PARAMS):
+            ax = axes[r, c]
+            t, e = np.ravel(getattr(truth, name)), np.ravel(getattr(est, name))
+            lo, hi = limits[name]
+            ax.hist2d(t, np.clip(e, lo, hi), bins=60, range=[[lo, hi], [lo, hi]], cmap="viridis", cmin=1)
+            ax.plot([lo, hi], [lo, hi], "r--", lw=1)
+            ax.set(xlabel=f"true {name} ({UNITS[name]})", ylabel=f"estimated {name}", title=f"{name}, {label}")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,44 @@
+"""environment.yml (conda) lists exactly the packages of pyproject.toml."""
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(spec):
+    return re.split(r"[<>=!~ \[]", spec.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _pyproject():
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    specs = list(data["dependencies"])
+    for extra in data["optional-dependencies"].values():
+        specs += extra
+    return {_name(s): s.replace(" ", "") for s in specs}
+
+
+def _environment():
+    """The pip requirements of environment.yml (everything under ``- pip:``), minus the project itself."""
+    specs, in_pip = {}, False
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        if re.match(r"^\s+- pip:\s*$", line):
+            in_pip = True
+            continue
+        m = re.match(r"^\s+- (\S.*?)\s*$", line)
+        if in_pip and m and m.group(1) != "-e .":
+            specs[_name(m.group(1))] = m.group(1).replace(" ", "")
+    return specs
+
+
+def test_environment_lists_the_same_packages_and_ranges():
+    py, env = _pyproject(), _environment()
+    assert set(env) == set(py), f"only in pyproject: {set(py) - set(env)}; only in environment.yml: {set(env) - set(py)}"
+    for name, spec in py.items():
+        assert env[name] == spec, f"{name}: pyproject {spec!r} vs environment.yml {env[name]!r}"
+
+
+def test_torch_is_pinned_to_the_cpu_wheel():
+    assert _pyproject()["torch"] == "torch==2.13.0"
+    text = (ROOT / "environment.yml").read_text()
+    assert "python=3.11" in text

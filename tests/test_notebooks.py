@@ -1,0 +1,106 @@
+"""Every notebook runs end to end (papermill, small parameters, temporary folders),
+produces its artefacts, and its seeded checked cells reproduce exactly (nbval)."""
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import papermill as pm
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb"))
+
+#: Small values for every parameter a notebook may declare; only those it declares are passed.
+SMALL = {
+    "N_SAMPLES": 3000,
+    "MAX_EPOCHS": 3,
+}
+
+#: What each notebook must leave behind: files in OUTPUT_DIR and figures in FIGURE_DIR.
+EXPECTED = {
+    "01_training_data.ipynb": (["training_data.npz"], ["01_signal_examples", "01_parameter_distributions"]),
+    "02_network_training.ipynb": (["ivimnet.pt"], ["02_training_loss"]),
+    "03_phantom_simulation.ipynb": (["phantom.npz"], ["03_phantom_dwi", "03_phantom_truth"]),
+    "04_inference_and_plots.ipynb": ([], ["04_maps_vs_truth", "04_estimate_vs_truth"]),
+}
+
+
+def run_notebook(name, out_dir, **extra):
+    declared = pm.inspect_notebook(str(NOTEBOOK_DIR / name))
+    params = {k: v for k, v in SMALL.items() if k in declared}
+    params.update(OUTPUT_DIR=str(out_dir / "data"), FIGURE_DIR=str(out_dir / "figures"), **extra)
+    executed = out_dir / name
+    pm.execute_notebook(str(NOTEBOOK_DIR / name), str(executed), parameters=params,
+                        cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False)
+    return executed
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("notebooks")
+    for name in NOTEBOOKS:  # in order: each reads what the previous wrote
+        run_notebook(name, out)
+    return out
+
+
+def test_every_notebook_is_covered():
+    assert set(EXPECTED) <= set(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_produces_its_artefacts(run_dir, name):
+    files, figures = EXPECTED.get(name, ([], []))
+    assert (run_dir / name).is_file()
+    for f in files:
+        assert (run_dir / "data" / f).stat().st_size > 0, f
+    for fig in figures:
+        assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
+
+
+def test_checked_cells_reproduce_under_nbval(run_dir):
+    """Re-execute the executed copies: cells marked NBVAL_CHECK_OUTPUT must match exactly."""
+    executed = [str(run_dir / name) for name in NOTEBOOKS]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
+         "-q", "-o", "addopts=", *executed],
+        cwd=run_dir, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout
+    checked = sum(
+        "NBVAL_CHECK_OUTPUT" in "".join(c["source"])
+        for name in NOTEBOOKS for c in json.loads((run_dir / name).read_text())["cells"]
+    )
+    assert checked >= len(EXPECTED)
+
+
+def test_notebook_runs_on_its_own(tmp_path):
+    """04 with nothing before it: it makes the phantom and trains a network itself, and says so."""
+    executed = run_notebook("04_inference_and_plots.ipynb", tmp_path)
+    nb = json.loads(executed.read_text())
+    text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    assert "not found" in text and "training a network now" in text
+    assert (tmp_path / "figures" / "04_maps_vs_truth.png").is_file()
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_is_committed_clean(name):
+    nb = json.loads((NOTEBOOK_DIR / name).read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c["outputs"] and c["execution_count"] is None for c in code), "clear outputs before committing"
+    params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1, "exactly one papermill parameters cell"
+    tree = ast.parse("".join(params[0]["source"]))
+    for stmt in tree.body:  # UPPER_CASE = literal, nothing derived
+        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+        assert stmt.targets[0].id.isupper()
+        ast.literal_eval(stmt.value)
+    names = {stmt.targets[0].id for stmt in tree.body}
+    assert {"SEED", "OUTPUT_DIR", "FIGURE_DIR"} <= names
+    assert nb["cells"][0]["cell_type"] == "markdown" and "".join(nb["cells"][0]["source"]).startswith("# ")
+    for c in code:  # long cells belong in the package
+        assert len("".join(c["source"]).splitlines()) <= 20, "".join(c["source"])[:200]
