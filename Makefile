@@ -26,6 +26,7 @@ demo: $(STAMP)
 		name=$$(basename $$nb); echo "== $$name"; \
 		$(BIN)/papermill --cwd notebooks --kernel python3 --no-progress-bar $$nb $(BUILD)/notebooks/$$name; \
 	done
+	$(BIN)/python tools/update_readme.py
 	@echo "figures written to figures/:"; ls figures
 
 test: $(STAMP)

@@ -5,18 +5,32 @@ intravoxel incoherent motion model to diffusion-weighted MRI", MRM
 2020;83:312-321 (arXiv 1903.00095).  Parameter order is always
 ``(Dp, Dt, Fp, S0)``; b in s/mm^2, D in mm^2/s; arrays are ``(..., n_b)``.
 """
-from .artefacts import load_dataset, load_or_make_dataset, load_or_make_model, save_dataset
+from .anatomy import TISSUES, AnatomicalPhantom, anatomical_phantom
+from .artefacts import (
+    load_dataset,
+    load_or_make_dataset,
+    load_or_make_model,
+    load_table,
+    save_dataset,
+    save_table,
+)
+from .compare import compare_at_snr, fit_all, score, train_network_at_snr
 from .checkpoint import load_model, save_model
+from .fit import estimate_sigma, fit_bayes, fit_lsq, fit_segmented, lsq_reference
 from .infer import predict, swap_guard
-from .metrics import cv_across, markdown_table, normalised_bias, nrmse, region_stats, spearman
-from .model import PARAMETER_BOX, SEED_B_VALUES, IVIMParams, ivim
+from .mask import make_mask, otsu_threshold
+from .metrics import PARAMS, cv_across, markdown_table, normalised_bias, nrmse, pivot, region_stats, spearman
+from .model import FIT_BOUNDS, PARAMETER_BOX, SEED_B_VALUES, IVIMParams, ivim
 from .networks import IVIMNet
+from .nifti import load_dwi, save_dwi, save_maps
 from .plots import (
     MAP_LIMITS,
     plot_b_images,
     plot_estimate_vs_truth,
+    plot_images,
     plot_loss,
     plot_maps,
+    plot_metric_vs_snr,
     plot_parameter_distributions,
     plot_signal_examples,
     save_figure,
@@ -30,5 +44,6 @@ from .simulate import (
     training_data,
 )
 from .train import TrainHistory, device, train
+from .volume import METHODS, fit_volume
 
 __version__ = "0.1.0"

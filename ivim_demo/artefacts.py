@@ -5,6 +5,8 @@ missing, these helpers make it through the package and say so in a warning.
 """
 from __future__ import annotations
 
+import csv
+import json
 import os
 import warnings
 
@@ -13,7 +15,7 @@ import numpy as np
 from .checkpoint import load_model, save_model
 from .model import IVIMParams
 
-__all__ = ["save_dataset", "load_dataset", "load_or_make_dataset", "load_or_make_model"]
+__all__ = ["save_dataset", "load_dataset", "load_or_make_dataset", "load_or_make_model", "save_table", "load_table"]
 
 
 def save_dataset(path, signals, params: IVIMParams, b_values) -> str:
@@ -75,3 +77,29 @@ def load_or_make_model(path, make, *, made_by: str):
     save_model(net, path, history=history)
     net.history = history.as_dict()
     return net
+
+
+def save_table(rows, folder, name: str):
+    """Write result rows (list of dicts) as ``folder/NAME.json`` and ``folder/NAME.csv``.
+
+    Returns
+    -------
+    tuple of str
+        The two paths.
+    """
+    os.makedirs(folder, exist_ok=True)
+    stem = os.path.join(os.fspath(folder), name)
+    with open(stem + ".json", "w") as f:
+        json.dump(rows, f, indent=1)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(stem + ".csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return stem + ".json", stem + ".csv"
+
+
+def load_table(path):
+    """Rows written by ``save_table`` (give the ``.json`` path)."""
+    with open(path) as f:
+        return json.load(f)

@@ -6,7 +6,7 @@ from scipy import stats
 
 from .model import IVIMParams
 
-__all__ = ["PARAMS", "nrmse", "normalised_bias", "spearman", "cv_across", "region_stats", "markdown_table"]
+__all__ = ["PARAMS", "nrmse", "normalised_bias", "spearman", "cv_across", "region_stats", "markdown_table", "pivot"]
 
 #: The three IVIM parameters every comparison reports, in order.
 PARAMS = ("Dp", "Dt", "Fp")
@@ -99,3 +99,24 @@ def markdown_table(rows, columns=None, *, digits=4) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def pivot(rows, *, value, index="snr", column="method", where=None):
+    """Reshape long result rows into one row per ``index`` with one column per ``column`` value.
+
+    Parameters
+    ----------
+    rows : list of dict
+    value : str
+        The field to tabulate (e.g. ``"nrmse"``).
+    index, column : str
+        Fields giving the table's rows and columns.
+    where : dict, optional
+        Keep only rows matching all these fields (e.g. ``{"param": "Dp"}``).
+    """
+    kept = [r for r in rows if all(r.get(k) == v for k, v in (where or {}).items())]
+    cols = list(dict.fromkeys(r[column] for r in kept))
+    table = {}
+    for r in kept:
+        table.setdefault(r[index], {index: r[index]})[r[column]] = r[value]
+    return [{c: t.get(c, float("nan")) for c in [index, *cols]} for t in table.values()]

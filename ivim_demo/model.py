@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["SEED_B_VALUES", "PARAMETER_BOX", "IVIMParams", "ivim"]
+__all__ = ["SEED_B_VALUES", "PARAMETER_BOX", "FIT_BOUNDS", "IVIMParams", "ivim"]
 
 #: The b-values (s/mm^2) of the seed notebook and the paper's simulations.
 SEED_B_VALUES = np.array([0, 10, 20, 60, 150, 300, 500, 1000], dtype=float)
@@ -26,6 +26,11 @@ SEED_B_VALUES = np.array([0, 10, 20, 60, 150, 300, 500, 1000], dtype=float)
 #: Uniform ranges the seed draws its training parameters from:
 #: Dp and Dt in mm^2/s, Fp a fraction.
 PARAMETER_BOX = {"Dp": (0.01, 0.1), "Dt": (0.0005, 0.002), "Fp": (0.1, 0.4)}
+
+#: Bounds of the least-squares fits and of the bounded networks (IVIM-NET_optim,
+#: Kaandorp et al. MRM 2021): Dp, Dt in mm^2/s, Fp a fraction, S0 relative to
+#: the measured S(b=0). Wider than the box, so estimates are not forced into it.
+FIT_BOUNDS = {"Dp": (0.005, 0.2), "Dt": (0.0, 0.005), "Fp": (0.0, 0.7), "S0": (0.7, 1.3)}
 
 
 class IVIMParams(NamedTuple):

@@ -19,6 +19,8 @@ __all__ = [
     "plot_b_images",
     "plot_maps",
     "plot_estimate_vs_truth",
+    "plot_metric_vs_snr",
+    "plot_images",
 ]
 
 #: Display range per parameter: the seed's colour limits.
@@ -139,6 +141,42 @@ def plot_estimate_vs_truth(estimates: dict, truth: IVIMParams, *, limits=None, t
             ax.hist2d(t, np.clip(e, lo, hi), bins=60, range=[[lo, hi], [lo, hi]], cmap="viridis", cmin=1)
             ax.plot([lo, hi], [lo, hi], "r--", lw=1)
             ax.set(xlabel=f"true {name} ({UNITS[name]})", ylabel=f"estimated {name}", title=f"{name}, {label}")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_metric_vs_snr(rows, *, metric="nrmse", ylabel="NRMSE (RMSE / mean truth)", title=None):
+    """One panel per parameter: ``metric`` against SNR, one line per method.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Rows with ``snr``, ``method``, ``param`` and ``metric`` (see ``compare.score``).
+    """
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharex=True)
+    for ax, name in zip(axes, PARAMS):
+        for method in methods:
+            pts = sorted((r["snr"], r[metric]) for r in rows if r["method"] == method and r["param"] == name)
+            ax.plot(*zip(*pts), "o-", label=method)
+        ax.set(xscale="log", xlabel="SNR at b = 0", ylabel=ylabel, title=name)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title or f"{metric} vs SNR")
+    fig.tight_layout()
+    return fig
+
+
+def plot_images(images: dict, *, cmap="gray", title=None):
+    """Show 2-D images side by side (e.g. a b=0 slice and its mask), one colour bar each."""
+    fig, axes = plt.subplots(1, len(images), figsize=(4 * len(images), 4), squeeze=False)
+    for ax, (label, image) in zip(axes[0], images.items()):
+        im = ax.imshow(np.asarray(image, float).T, cmap=cmap, origin="lower")
+        ax.set_title(label)
+        ax.set_xticks([]), ax.set_yticks([])
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

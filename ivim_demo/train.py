@@ -1,6 +1,7 @@
 """Training IVIM-NET: the seed's loop, vectorised batching, best weights kept."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass, field
@@ -59,6 +60,25 @@ class TrainHistory:
             "seconds": float(self.seconds),
             "stopped_early": bool(self.stopped_early),
         }
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(dev):
+    """Train small networks on one CPU thread.
+
+    Batches of 128 x 8 values are too small to gain from threads; extra threads
+    only spin, and when two processes share the cores (notebook + tests, xdist
+    workers) OpenMP's spinning makes training many times slower.
+    """
+    if dev.type != "cpu":
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _check_positive_int(name, value):
@@ -131,7 +151,7 @@ def train(
     n_batches = len(X) // batch_size
     best, bad_epochs, best_state = np.inf, 0, None
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _one_cpu_thread(dev):
         torch.manual_seed(seed)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         bar = tqdm(range(max_epochs), desc="training", unit="epoch", disable=not progress)

@@ -18,6 +18,12 @@ NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb"))
 SMALL = {
     "N_SAMPLES": 3000,
     "MAX_EPOCHS": 3,
+    "N_TRAIN": 3000,
+    "N_TEST": 200,
+    "N_REPEATS": 2,
+    "SNRS": [10, 50],
+    "BAYES_GRID": [12, 12, 12],
+    "SHAPE": [32, 32, 2],
 }
 
 #: What each notebook must leave behind: files in OUTPUT_DIR and figures in FIGURE_DIR.
@@ -26,6 +32,8 @@ EXPECTED = {
     "02_network_training.ipynb": (["ivimnet.pt"], ["02_training_loss"]),
     "03_phantom_simulation.ipynb": (["phantom.npz"], ["03_phantom_dwi", "03_phantom_truth"]),
     "04_inference_and_plots.ipynb": ([], ["04_maps_vs_truth", "04_estimate_vs_truth"]),
+    "05_method_comparison.ipynb": ([], ["05_nrmse_vs_snr", "05_bias_vs_snr", "05_scatter", "05_phantom_all_methods"]),
+    "07_your_own_data.ipynb": ([], ["07_mask", "07_maps"]),
 }
 
 
@@ -59,6 +67,18 @@ def test_notebook_produces_its_artefacts(run_dir, name):
         assert (run_dir / "data" / f).stat().st_size > 0, f
     for fig in figures:
         assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
+
+
+def test_comparison_table_is_written(run_dir):
+    import ivim_demo as iv
+
+    rows = iv.load_table(run_dir / "figures" / "05_method_comparison.json")
+    assert (run_dir / "figures" / "05_method_comparison.csv").is_file()
+    assert {r["snr"] for r in rows} == set(SMALL["SNRS"])
+    assert {r["method"] for r in rows} == {"IVIM-NET", "LSQ", "segmented", "Bayes"}
+    assert len(rows) == 2 * 4 * 3
+    assert all(r["nrmse"] >= 0 for r in rows)
+    assert all(r["cv"] >= 0 for r in rows if r["method"] == "IVIM-NET")
 
 
 def test_checked_cells_reproduce_under_nbval(run_dir):

@@ -1,4 +1,4 @@
-"""environment.yml (conda) lists exactly the packages of pyproject.toml."""
+"""Repository files stay consistent: environment.yml vs pyproject.toml, README tables vs result files."""
 import re
 import tomllib
 from pathlib import Path
@@ -42,3 +42,12 @@ def test_torch_is_pinned_to_the_cpu_wheel():
     assert _pyproject()["torch"] == "torch==2.13.0"
     text = (ROOT / "environment.yml").read_text()
     assert "python=3.11" in text
+
+
+def test_readme_tables_match_the_result_files():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "update_readme.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

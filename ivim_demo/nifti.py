@@ -1,0 +1,121 @@
+"""Your own data: FSL-style NIfTI + bvals in, parameter maps out."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .model import IVIMParams
+
+__all__ = ["load_dwi", "save_maps", "save_dwi"]
+
+
+def _nib():
+    import nibabel
+
+    return nibabel
+
+
+def load_dwi(nifti_path, bvals_path, *, average="geometric"):
+    """Read a 4-D diffusion-weighted NIfTI and its FSL ``bvals`` file.
+
+    Volumes with the same b-value (rounded to a whole s/mm^2), e.g. several
+    diffusion directions, are averaged into one volume per b-value, sorted
+    by b with b = 0 first. The geometric mean of directions is the
+    trace-weighted image (:math:`S_0 e^{-b\\,\\mathrm{tr}(D)/3}` for a
+    diffusion tensor); ``average="arithmetic"`` gives the mean DWI instead.
+
+    Parameters
+    ----------
+    nifti_path : str or os.PathLike
+        4-D image ``(x, y, z, volumes)``.
+    bvals_path : str or os.PathLike
+        Text file of one b-value (s/mm^2) per volume, whitespace separated.
+    average : {"geometric", "arithmetic"}
+
+    Returns
+    -------
+    dwi : numpy.ndarray
+        ``(x, y, z, n_b)`` float32.
+    b_values : numpy.ndarray
+        The distinct b-values, increasing, starting at 0.
+    affine : numpy.ndarray
+        The image's 4 x 4 voxel-to-world affine.
+    """
+    if average not in ("geometric", "arithmetic"):
+        raise ValueError(f"average must be 'geometric' or 'arithmetic', got {average!r}.")
+    for path, what in ((nifti_path, "DWI image"), (bvals_path, "bvals file")):
+        if not os.path.isfile(path):
+            raise ValueError(f"{what} not found: {os.fspath(path)!r}.")
+    try:
+        img = _nib().load(os.fspath(nifti_path))
+    except Exception as err:
+        raise ValueError(f"cannot read {os.fspath(nifti_path)!r} as NIfTI: {err}") from None
+    if len(img.shape) != 4:
+        raise ValueError(f"the DWI image must be 4-D (x, y, z, volumes), got shape {img.shape}.")
+    try:
+        bvals = np.loadtxt(os.fspath(bvals_path), dtype=float, ndmin=1).ravel()
+    except ValueError as err:
+        raise ValueError(f"cannot read b-values from {os.fspath(bvals_path)!r}: {err}") from None
+    if len(bvals) != img.shape[3]:
+        raise ValueError(
+            f"{len(bvals)} b-values in {os.fspath(bvals_path)!r} but {img.shape[3]} volumes in the image; "
+            "there must be one b-value per volume."
+        )
+    if not np.all(np.isfinite(bvals)) or (bvals < 0).any():
+        raise ValueError(f"b-values must be finite and >= 0 s/mm^2, got {bvals.tolist()}.")
+    rounded = np.round(bvals)
+    if not (rounded == 0).any():
+        raise ValueError("no b=0 volume: IVIM fitting normalises by S(b=0), so the series needs one.")
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    b_values = np.unique(rounded)
+    volumes = []
+    for b in b_values:  # a handful of b-values: the loop is over volumes, not voxels
+        group = data[..., rounded == b]
+        if average == "geometric":
+            with np.errstate(divide="ignore"):
+                volumes.append(np.exp(np.log(np.clip(group, 0, None)).mean(axis=-1)))
+        else:
+            volumes.append(group.mean(axis=-1))
+    return np.stack(volumes, axis=-1).astype(np.float32), b_values, np.asarray(img.affine)
+
+
+def save_dwi(dwi, b_values, affine, nifti_path, bvals_path):
+    """Write a 4-D DWI and its bvals file as a scanner export would (FSL style)."""
+    nib = _nib()
+    os.makedirs(os.path.dirname(os.path.abspath(nifti_path)), exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(dwi, dtype=np.float32), np.asarray(affine)), os.fspath(nifti_path))
+    with open(bvals_path, "w") as f:
+        f.write(" ".join(f"{b:g}" for b in b_values) + "\n")
+    return os.fspath(nifti_path), os.fspath(bvals_path)
+
+
+def save_maps(params: IVIMParams, affine, out_dir, *, mask=None) -> dict:
+    """Write Dp, Dt, Fp and S0 as ``out_dir/NAME.nii.gz`` with the input's affine.
+
+    Parameters
+    ----------
+    params : IVIMParams
+        Maps shaped like the image without its last axis.
+    affine : array_like
+        4 x 4 affine of the DWI they were fitted from.
+    out_dir : str or os.PathLike
+    mask : array_like of bool, optional
+        Voxels outside it are written as 0 (no estimate there).
+
+    Returns
+    -------
+    dict of str -> str
+        Parameter name -> path written.
+    """
+    nib = _nib()
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {}
+    for name in IVIMParams._fields:
+        data = np.asarray(getattr(params, name), dtype=np.float32)
+        if mask is not None:
+            data = np.where(mask, data, 0).astype(np.float32)
+        path = os.path.join(os.fspath(out_dir), f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(data, np.asarray(affine, dtype=float)), path)
+        paths[name] = path
+    return paths

@@ -1,0 +1,97 @@
+"""Render the README's result tables from the JSON the notebooks and benchmarks wrote.
+
+Usage: .venv/bin/python tools/update_readme.py [--check]
+
+Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``
+markers. ``--check`` changes nothing and exits 1 when the README is stale
+(the test suite runs it), so README numbers always come from the committed
+result files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ivim_demo.metrics import PARAMS, markdown_table, pivot  # noqa: E402
+
+
+def _comparison(rows):
+    out = []
+    for name in PARAMS:
+        out.append(f"**NRMSE of {name}** (rows: SNR; lower is better)\n")
+        out.append(markdown_table(pivot(rows, value="nrmse", where={"param": name}), digits=3) + "\n")
+    out.append("**Parameter coupling**: Spearman ρ between estimated Dp and Fp (truth: independent)\n")
+    out.append(markdown_table(pivot(rows, value="rho_Dp_Fp", where={"param": "Dp"}), digits=2) + "\n")
+    net = [r for r in rows if r["method"] == "IVIM-NET"]
+    out.append("**IVIM-NET consistency**: coefficient of variation of the estimates over repeated trainings\n")
+    out.append(markdown_table(pivot(net, value="cv", column="param"), digits=2))
+    return "\n".join(out)
+
+
+def _speed(s):
+    fits = s["fits"]
+    rows = [
+        {"what": "IVIM-NET training, 100k voxels (seed settings)",
+         "result": f"{s['training']['seconds']:.1f} s, {s['training']['epochs']} epochs"},
+        {"what": f"IVIM-NET inference, {s['inference']['voxels']:,} voxels",
+         "result": f"{s['inference']['voxels_per_second']:,.0f} voxels/s"},
+    ]
+    for name, label in [("lsq", "batched LSQ (fit_lsq)"), ("segmented", "segmented (fit_segmented)"),
+                        ("bayes_40^3_grid", "Bayes posterior mean, 40³ grid (fit_bayes)"),
+                        ("scipy_curve_fit_per_voxel", "scipy curve_fit, one voxel at a time")]:
+        rows.append({"what": label, "result": " / ".join(
+            f"{fits[name][k]['voxels_per_second']:,.0f} voxels/s at SNR {k[3:]}" for k in ("snr20", "snr100"))})
+    rows.append({"what": "batched LSQ speed-up over scipy", "result": " / ".join(
+        f"{fits['lsq'][k]['speedup_vs_scipy']:.0f}x at SNR {k[3:]}" for k in ("snr20", "snr100"))})
+    bp = s["bayes_phantom_seconds"]
+    rows.append({"what": f"Bayes on the phantom ({bp['voxels']:,} voxels)", "result": f"{bp['seconds']:.1f} s"})
+    m = s["machine"]
+    head = f"Measured {s['date']} on {m['cpus']} CPU cores ({m['processor']}, torch {m['torch']}, device {m['device']}).\n\n"
+    return head + markdown_table(rows)
+
+
+def render(root=ROOT):
+    """Table name -> Markdown, for every result file present."""
+    tables = {}
+    comparison = root / "figures" / "05_method_comparison.json"
+    if comparison.is_file():
+        tables["comparison"] = _comparison(json.loads(comparison.read_text()))
+    speed = root / "benchmarks" / "results" / "speed.json"
+    if speed.is_file():
+        tables["speed"] = _speed(json.loads(speed.read_text()))
+    return tables
+
+
+def update(text, tables):
+    for name, body in tables.items():
+        pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(<!-- /table:{name} -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"README has no <!-- table:{name} --> ... <!-- /table:{name} --> block")
+        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+    return text
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README tables are stale")
+    args = parser.parse_args(argv)
+    readme = ROOT / "README.md"
+    old = readme.read_text()
+    new = update(old, render())
+    if args.check:
+        if new != old:
+            print("README tables are stale: run .venv/bin/python tools/update_readme.py")
+            return 1
+        return 0
+    readme.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
