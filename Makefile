@@ -24,13 +24,20 @@ demo: $(STAMP)
 	mkdir -p $(BUILD)/notebooks figures
 	set -e; for nb in $(NOTEBOOKS); do \
 		name=$$(basename $$nb); echo "== $$name"; \
-		$(BIN)/papermill --cwd notebooks --kernel python3 --no-progress-bar $$nb $(BUILD)/notebooks/$$name; \
+		extra=$$([ $$name = 00_ivim_explained.ipynb ] && echo "-p WIDGETS False"); \
+		$(BIN)/papermill --cwd notebooks --kernel python3 --no-progress-bar $$extra $$nb $(BUILD)/notebooks/$$name; \
 	done
 	$(BIN)/python tools/update_readme.py
 	@echo "figures written to figures/:"; ls figures
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# JupyterLab on the notebooks folder, with this project's .venv as the kernel.
+lab: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[notebooks,test,lab]' 2>&1 \
+		| grep -v "is ignored: it is neither a file nor a directory" || true
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
 clean:
 	rm -rf $(BUILD) .pytest_cache

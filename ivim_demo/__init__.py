@@ -14,16 +14,19 @@ from .artefacts import (
     save_dataset,
     save_table,
 )
-from .compare import compare_at_snr, fit_all, score, train_network_at_snr
+from .compare import ablation, compare_at_snr, fit_all, score
 from .checkpoint import load_model, save_model
+from .explorer import B_VALUE_SETS, explore, explorer_network, explorer_widget, plot_explore
 from .fit import estimate_sigma, fit_bayes, fit_lsq, fit_segmented, lsq_reference
 from .infer import predict, swap_guard
 from .mask import make_mask, otsu_threshold
 from .metrics import PARAMS, cv_across, markdown_table, normalised_bias, nrmse, pivot, region_stats, spearman
 from .model import FIT_BOUNDS, PARAMETER_BOX, SEED_B_VALUES, IVIMParams, ivim
-from .networks import IVIMNet
+from .networks import IVIMNet, IVIMNetOptim
 from .nifti import load_dwi, save_dwi, save_maps
+from .recipes import ABLATION, OPTIM_LR, RECIPES, seed_network, train_for_snr, train_jobs, train_many
 from .plots import (
+    plot_ablation,
     MAP_LIMITS,
     plot_b_images,
     plot_estimate_vs_truth,

@@ -74,8 +74,8 @@ def load_or_make_model(path, make, *, made_by: str):
     warnings.warn(f"{os.fspath(path)} not found (it is written by {made_by}); training a network now.",
                   stacklevel=2)
     net, history = make()
-    save_model(net, path, history=history)
     net.history = history.as_dict()
+    save_model(net, path)
     return net
 
 

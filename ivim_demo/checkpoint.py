@@ -26,8 +26,9 @@ def save_model(net, path, *, history=None) -> str:
         One of the networks in ``ivim_demo.networks``.
     path : str or os.PathLike
         Output file (``.pt``); parent folders are created.
-    history : TrainHistory, optional
-        Stored alongside (loss curve, best epoch, time).
+    history : TrainHistory or dict, optional
+        Stored alongside (loss curve, best epoch, time); default the
+        network's own ``.history`` when it has one.
 
     Returns
     -------
@@ -36,15 +37,23 @@ def save_model(net, path, *, history=None) -> str:
     """
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if history is None:
+        history = getattr(net, "history", None)
     payload = {
         "format": FORMAT,
         "class": type(net).__name__,
         "settings": net.settings(),
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-        "history": history.as_dict() if history is not None else {},
+        "history": _history_dict(history),
     }
     torch.save(payload, path)
     return path
+
+
+def _history_dict(history) -> dict:
+    if history is None:
+        return {}
+    return history.as_dict() if hasattr(history, "as_dict") else dict(history)
 
 
 def load_model(path):

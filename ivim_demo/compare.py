@@ -9,24 +9,10 @@ from .fit import fit_bayes, fit_lsq, fit_segmented
 from .infer import predict
 from .metrics import PARAMS, cv_across, normalised_bias, nrmse, spearman
 from .model import SEED_B_VALUES
-from .networks import IVIMNet
+from .recipes import ABLATION, train_jobs
 from .simulate import training_data
-from .train import train
 
-__all__ = ["fit_all", "score", "compare_at_snr", "train_network_at_snr"]
-
-
-def train_network_at_snr(snr, *, n, b_values=SEED_B_VALUES, seed=0, max_epochs=1000, progress=False):
-    """Train the seed's IVIM-NET on ``n`` simulated voxels at this SNR (sigma = 1/SNR).
-
-    Returns
-    -------
-    net : IVIMNet
-    history : TrainHistory
-    """
-    signals, _ = training_data(n, b_values, sigma=1.0 / snr, seed=seed + 1000)
-    net = IVIMNet(b_values, seed=seed)
-    return net, train(net, signals, seed=seed, max_epochs=max_epochs, progress=progress)
+__all__ = ["fit_all", "score", "compare_at_snr", "ablation"]
 
 
 def fit_all(signals, b_values, *, snr, net=None, bayes_grid=(40, 40, 40)):
@@ -80,33 +66,73 @@ def score(estimates: dict, truth, *, seconds=None, extra=None):
     return rows
 
 
-def compare_at_snr(snr, *, n_test, n_train, n_repeats=1, b_values=SEED_B_VALUES, seed=0, max_epochs=1000,
-                   bayes_grid=(40, 40, 40), progress=False):
+def compare_at_snr(snr, *, n_test, n_train, n_repeats=1, networks=None, b_values=SEED_B_VALUES, seed=0,
+                   max_epochs=1000, bayes_grid=(40, 40, 40), workers=1):
     """Everything the paper compares at one SNR.
 
     Simulates ``n_test`` held-out voxels from the box (S0 = 1, Rician noise,
-    sigma = 1/SNR), trains ``n_repeats`` networks on ``n_train`` voxels at that
-    SNR (seeds ``seed``, ``seed + 1``, ...), fits with every method and scores
-    them. The network's rows report the first training and, as ``cv``, the
-    coefficient of variation of its estimates across the repeated trainings.
+    sigma = 1/SNR), trains ``n_repeats`` networks of each kind in ``networks``
+    on ``n_train`` voxels at that SNR (seeds ``seed``, ``seed + 1``, ...;
+    ``workers`` trainings at a time), fits with every classical method and
+    scores them all. Each network's rows report its first training and, as
+    ``cv``, the coefficient of variation of its estimates across the repeats.
+
+    Parameters
+    ----------
+    networks : dict of str -> str, optional
+        Row label -> ``train_for_snr`` method; default ``{"IVIM-NET": "orig"}``.
 
     Returns
     -------
     rows : list of dict
-        ``score`` rows with ``snr``, plus ``cv`` and ``train_seconds`` for IVIM-NET.
+        ``score`` rows with ``snr``, plus ``cv``, ``train_seconds`` and
+        ``epochs`` for the networks.
     estimates : dict of str -> IVIMParams
     truth : IVIMParams
     """
     if n_repeats < 1:
         raise ValueError(f"n_repeats must be >= 1, got {n_repeats}.")
+    networks = networks or {"IVIM-NET": "orig"}
     signals, truth = training_data(n_test, b_values, sigma=1.0 / snr, seed=seed + 7919)
-    nets = [train_network_at_snr(snr, n=n_train, b_values=b_values, seed=seed + k, max_epochs=max_epochs,
-                                 progress=progress) for k in range(n_repeats)]
-    estimates, seconds = fit_all(signals, b_values, snr=snr, net=nets[0][0], bayes_grid=bayes_grid)
+    jobs = [{"snr": snr, "method": method, "seed": seed + k, "n": n_train, "b_values": b_values,
+             "max_epochs": max_epochs} for method in networks.values() for k in range(n_repeats)]
+    trained = train_jobs(jobs, workers=workers)
+    nets = {label: trained[i * n_repeats : (i + 1) * n_repeats] for i, label in enumerate(networks)}
+    estimates, seconds = {}, {}
+    for label, group in nets.items():
+        start = time.perf_counter()
+        estimates[label] = predict(group[0], signals, b_values=b_values)
+        seconds[label] = time.perf_counter() - start
+    classical, classical_seconds = fit_all(signals, b_values, snr=snr, bayes_grid=bayes_grid)
+    estimates.update(classical)
+    seconds.update(classical_seconds)
     rows = score(estimates, truth, seconds=seconds, extra={"snr": snr})
-    repeats = [estimates["IVIM-NET"]] + [predict(net, signals) for net, _ in nets[1:]]
     for row in rows:
-        if row["method"] == "IVIM-NET":
+        group = nets.get(row["method"])
+        if group:
+            repeats = [estimates[row["method"]]] + [predict(net, signals) for net in group[1:]]
             row["cv"] = cv_across([getattr(r, row["param"]) for r in repeats]) if n_repeats > 1 else float("nan")
-            row["train_seconds"] = float(np.mean([h.seconds for _, h in nets]))
+            row["train_seconds"] = float(np.mean([net.history["seconds"] for net in group]))
+            row["epochs"] = float(np.mean([net.history["epochs"] for net in group]))
     return rows, estimates, truth
+
+
+def ablation(snr, *, n_test, n_train, steps=ABLATION, b_values=SEED_B_VALUES, seed=0, max_epochs=1000, workers=1):
+    """Train each step of an ablation (see ``recipes.ABLATION``) once and score it on held-out voxels.
+
+    Returns
+    -------
+    list of dict
+        ``score`` rows (method = step label) with ``train_seconds`` and ``epochs``.
+    """
+    signals, truth = training_data(n_test, b_values, sigma=1.0 / snr, seed=seed + 7919)
+    jobs = [{"snr": snr, "method": method, "seed": seed, "n": n_train, "b_values": b_values,
+             "max_epochs": max_epochs, "net_options": net_opts, "train_options": train_opts}
+            for _, method, net_opts, train_opts in steps]
+    nets = train_jobs(jobs, workers=workers)
+    estimates = {label: predict(net, signals) for (label, *_), net in zip(steps, nets)}
+    rows = score(estimates, truth, extra={"snr": snr})
+    for row in rows:
+        net = nets[[label for label, *_ in steps].index(row["method"])]
+        row["train_seconds"], row["epochs"] = net.history["seconds"], net.history["epochs"]
+    return rows

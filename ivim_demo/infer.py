@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .checks import check_signals, normalise
+from .checks import check_signals
 from .model import IVIMParams
 from .networks import acquisition_matches
 
 __all__ = ["predict", "swap_guard"]
 
-_CHUNK = 1_000_000
+_CHUNK = 131_072  # voxels per forward pass: small enough to stay in cache, ~3x faster than 1M
 
 
 def swap_guard(Dp, Dt, Fp):
@@ -61,8 +61,9 @@ def predict(net, signals, *, b_values=None) -> IVIMParams:
             f"network was trained on {net_b.tolist()} s/mm^2; train a network for this acquisition."
         )
     s = check_signals(signals, n_b=len(net_b))
-    x, s0 = normalise(s)
-    flat = x.reshape(-1, len(net_b))[:, net.input_columns].astype(np.float32)
+    s0 = s[..., 0].reshape(-1)
+    flat = s.reshape(-1, len(net_b)).astype(np.float32)  # the network computes in float32 anyway
+    flat = (flat[:, net.input_columns] / flat[:, :1])
     dev = next(net.parameters()).device
     net.eval()
     outs = []
@@ -74,5 +75,5 @@ def predict(net, signals, *, b_values=None) -> IVIMParams:
     s0_rel = est[:, 3] if est.shape[1] > 3 else 1.0  # networks that fit S0 return it 4th
     shape = s.shape[:-1]
     return IVIMParams(
-        Dp.reshape(shape), Dt.reshape(shape), Fp.reshape(shape), (s0_rel * s0.reshape(-1)).reshape(shape)
+        Dp.reshape(shape), Dt.reshape(shape), Fp.reshape(shape), (s0_rel * s0).reshape(shape)
     )

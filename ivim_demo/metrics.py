@@ -86,7 +86,7 @@ def region_stats(params: IVIMParams, labels, truth: IVIMParams | None = None):
 
 
 def markdown_table(rows, columns=None, *, digits=4) -> str:
-    """Format a list of dicts as a Markdown table (floats to ``digits`` significant digits)."""
+    """Format a list of dicts as a Markdown table (floats to ``digits`` significant digits; missing: blank)."""
     if not rows:
         raise ValueError("no rows to format")
     columns = list(columns or rows[0].keys())
@@ -97,7 +97,7 @@ def markdown_table(rows, columns=None, *, digits=4) -> str:
         return str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "plot_estimate_vs_truth",
     "plot_metric_vs_snr",
     "plot_images",
+    "plot_ablation",
 ]
 
 #: Display range per parameter: the seed's colour limits.
@@ -179,5 +180,21 @@ def plot_images(images: dict, *, cmap="gray", title=None):
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_ablation(rows, *, title=None):
+    """NRMSE per parameter for each step of an ablation (bars), in the order of the rows."""
+    steps = list(dict.fromkeys(r["method"] for r in rows))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 0.45 * len(steps) + 2), sharey=True)
+    for ax, name in zip(axes, PARAMS):
+        values = [next(r["nrmse"] for r in rows if r["method"] == s and r["param"] == name) for s in steps]
+        ax.barh(range(len(steps)), values, color="tab:blue")
+        ax.set(xlabel="NRMSE", title=name)
+        ax.invert_yaxis()
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(steps)), steps)
+    fig.suptitle(title or "Ablation")
     fig.tight_layout()
     return fig

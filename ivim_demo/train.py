@@ -11,6 +11,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .checks import check_signals, normalise
+from .metrics import PARAMS
+from .model import PARAMETER_BOX
 
 __all__ = ["TrainHistory", "train", "device"]
 
@@ -86,10 +88,31 @@ def _check_positive_int(name, value):
         raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
 
 
+def _targets_tensor(targets, n, dev):
+    """Box-normalised (Dp, Dt, Fp) targets, shape (n, 3)."""
+    cols = []
+    for name in PARAMS:
+        values = np.asarray(getattr(targets, name), dtype=float).reshape(-1)
+        if values.shape != (n,) or not np.all(np.isfinite(values)):
+            raise ValueError(f"targets.{name} must hold one finite value per voxel ({n}), got shape {values.shape}.")
+        lo, hi = PARAMETER_BOX[name]
+        cols.append((values - lo) / (hi - lo))
+    return torch.tensor(np.stack(cols, axis=1), dtype=torch.float32, device=dev)
+
+
+def _box_normalised(out):
+    """The network's (Dp, Dt, Fp) outputs scaled like ``_targets_tensor``."""
+    cols = [(p - PARAMETER_BOX[name][0]) / (PARAMETER_BOX[name][1] - PARAMETER_BOX[name][0])
+            for name, p in zip(PARAMS, out[1:4])]
+    return torch.cat(cols, dim=1)
+
+
 def train(
     net,
     signals,
     *,
+    targets=None,
+    validation_fraction=None,
     batch_size: int = 128,
     lr: float = 1e-3,
     patience: int = 10,
@@ -97,31 +120,42 @@ def train(
     seed: int = 0,
     progress: bool = True,
 ):
-    """Train an IVIM network unsupervised, as the seed does.
+    """Train an IVIM network, unsupervised as the seed does, or supervised.
 
     Signals are normalised by their S(b=0); the network sees the columns it
-    declares (``net.input_columns``; b > 0 for ``IVIMNet``) and is trained to
-    reproduce them through the IVIM equation: loss = MSE between the
-    reconstructed and the measured normalised signal.  Adam optimiser,
-    shuffled mini-batches with the last incomplete batch dropped, early
-    stopping when the epoch's summed training loss has not improved for
-    ``patience`` epochs.  The weights of the *best* epoch are restored into
+    declares (``net.input_columns``: b > 0 for ``IVIMNet``, all for
+    ``IVIMNetOptim``). Unsupervised (the default), the loss is the MSE between
+    the network's reconstruction through the IVIM equation and those measured
+    columns: no ground truth needed. Adam optimiser, shuffled mini-batches with
+    the last incomplete batch dropped, early stopping after ``patience`` epochs
+    without improvement, and the weights of the *best* epoch restored into
     ``net`` (the seed's ``final_model = net.state_dict()`` kept a live
     reference, so it actually returned the last epoch's weights).
 
     Parameters
     ----------
-    net : IVIMNet
-        Network to train in place (moved to the GPU if one is present and
-        back to the CPU at the end).
+    net : IVIMNet or IVIMNetOptim
+        Network to train in place (on the GPU if one is present, returned on
+        the CPU in eval mode).
     signals : array_like
-        Raw signals shaped ``(..., n_b)`` with the b=0 column first, n_b the
-        number of b-values the network was built for.
+        Raw signals ``(..., n_b)`` with the b=0 column first, n_b the number
+        of b-values the network was built for.
+    targets : IVIMParams, optional
+        True parameters of each voxel: train *supervised*, minimising the MSE
+        of (Dp, Dt, Fp) scaled to the box ``PARAMETER_BOX`` (each 0-1 inside
+        it). The minimiser of that loss over the training distribution is
+        the posterior mean E[params | signal], the Bayes estimator for that
+        prior: accurate exactly when real data follow the simulated prior.
+    validation_fraction : float, optional
+        Fraction of voxels held out (at random) to decide early stopping on
+        their mean loss. Default: the network's own (``0`` for ``IVIMNet``,
+        whose seed stops on the summed training loss; ``0.1`` for
+        ``IVIMNetOptim``).
     batch_size, lr, patience, max_epochs : keyword-only
         The seed's settings by default: 128, 1e-3, 10, 1000.
     seed : int
-        Seeds the shuffling; same seed, same data and same network seed give
-        identical weights (on the same device).
+        Seeds the split and the shuffling (and dropout); same seed, data and
+        network seed give identical weights on the same device.
     progress : bool
         Show a tqdm progress bar over epochs with the loss.
 
@@ -133,48 +167,64 @@ def train(
         _check_positive_int(name, value)
     if not (np.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
+    if validation_fraction is None:
+        validation_fraction = getattr(net, "default_validation_fraction", 0.0)
+    if not 0 <= validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}.")
     n_b = len(net.b_values)
     s = check_signals(signals, n_b=n_b).reshape(-1, n_b)
-    if len(s) < batch_size:
-        raise ValueError(
-            f"need at least batch_size={batch_size} voxels to train, got {len(s)}; "
-            "pass more voxels or a smaller batch_size."
-        )
     x, _ = normalise(s)
     dev = device()
     X = torch.from_numpy(x[:, net.input_columns].astype(np.float32)).to(dev)
+    Y = _targets_tensor(targets, len(X), dev) if targets is not None else None
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    n_val = int(round(validation_fraction * len(X)))
+    order = torch.randperm(len(X), generator=gen).to(dev) if n_val else torch.arange(len(X), device=dev)
+    val, fit = order[:n_val], order[n_val:]
+    if len(fit) < batch_size:
+        raise ValueError(
+            f"need at least batch_size={batch_size} training voxels, got {len(fit)}; "
+            "pass more voxels or a smaller batch_size."
+        )
     net.to(dev)
     # fused Adam: same update, fewer kernel launches (matters for tiny nets)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr, fused=True)
-    criterion = torch.nn.MSELoss()
+    mse = torch.nn.functional.mse_loss
+
+    def loss_of(idx):
+        batch = X[idx]
+        out = net(batch)
+        return mse(out[0], batch) if Y is None else mse(_box_normalised(out), Y[idx])
+
     history = TrainHistory()
-    n_batches = len(X) // batch_size
+    n_batches = len(fit) // batch_size
     best, bad_epochs, best_state = np.inf, 0, None
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]), _one_cpu_thread(dev):
         torch.manual_seed(seed)
-        gen = torch.Generator(device="cpu").manual_seed(seed)
         bar = tqdm(range(max_epochs), desc="training", unit="epoch", disable=not progress)
         for epoch in bar:
             net.train()
-            shuffled = X[torch.randperm(len(X), generator=gen).to(dev)]
+            shuffled = fit[torch.randperm(len(fit), generator=gen).to(dev)]
             running = torch.zeros((), device=dev)
             for i in range(n_batches):
-                batch = shuffled[i * batch_size : (i + 1) * batch_size]
                 optimizer.zero_grad()
-                X_pred = net(batch)[0]
-                loss = criterion(X_pred, batch)
+                loss = loss_of(shuffled[i * batch_size : (i + 1) * batch_size])
                 loss.backward()
                 optimizer.step()
                 running += loss.detach()
-            running_loss = float(running)
-            history.loss.append(running_loss)
-            if running_loss < best:
-                best, bad_epochs, history.best_epoch = running_loss, 0, epoch
+            history.loss.append(float(running))
+            if n_val:
+                net.eval()
+                with torch.no_grad():
+                    history.val_loss.append(float(loss_of(val)))
+            current = history.val_loss[-1] if n_val else history.loss[-1]
+            if current < best:
+                best, bad_epochs, history.best_epoch = current, 0, epoch
                 best_state = copy.deepcopy(net.state_dict())
             else:
                 bad_epochs += 1
-            bar.set_postfix(loss=f"{running_loss:.4g}", best=f"{best:.4g}", bad=bad_epochs)
+            bar.set_postfix(loss=f"{current:.4g}", best=f"{best:.4g}", bad=bad_epochs)
             if bad_epochs == patience:
                 history.stopped_early = True
                 break

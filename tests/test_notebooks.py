@@ -24,15 +24,22 @@ SMALL = {
     "SNRS": [10, 50],
     "BAYES_GRID": [12, 12, 12],
     "SHAPE": [32, 32, 2],
+    "N_SEEDS": 2,
+    "WIDGETS": False,
+    "WORKERS": 1,
+    "N_EXERCISE": 2000,
+    "EXERCISE_EPOCHS": 3,
 }
 
 #: What each notebook must leave behind: files in OUTPUT_DIR and figures in FIGURE_DIR.
 EXPECTED = {
+    "00_ivim_explained.ipynb": ([], ["00_ivim_explorer"]),
     "01_training_data.ipynb": (["training_data.npz"], ["01_signal_examples", "01_parameter_distributions"]),
     "02_network_training.ipynb": (["ivimnet.pt"], ["02_training_loss"]),
     "03_phantom_simulation.ipynb": (["phantom.npz"], ["03_phantom_dwi", "03_phantom_truth"]),
     "04_inference_and_plots.ipynb": ([], ["04_maps_vs_truth", "04_estimate_vs_truth"]),
     "05_method_comparison.ipynb": ([], ["05_nrmse_vs_snr", "05_bias_vs_snr", "05_scatter", "05_phantom_all_methods"]),
+    "06_beyond_ivimnet.ipynb": ([], ["06_ablation", "06_nrmse_vs_snr"]),
     "07_your_own_data.ipynb": ([], ["07_mask", "07_maps"]),
 }
 
@@ -43,7 +50,8 @@ def run_notebook(name, out_dir, **extra):
     params.update(OUTPUT_DIR=str(out_dir / "data"), FIGURE_DIR=str(out_dir / "figures"), **extra)
     executed = out_dir / name
     pm.execute_notebook(str(NOTEBOOK_DIR / name), str(executed), parameters=params,
-                        cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False)
+                        cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False,
+                        execution_timeout=900)  # a hung cell fails the test instead of blocking CI
     return executed
 
 
@@ -105,6 +113,19 @@ def test_notebook_runs_on_its_own(tmp_path):
     text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
     assert "not found" in text and "training a network now" in text
     assert (tmp_path / "figures" / "04_maps_vs_truth.png").is_file()
+
+
+@pytest.mark.parametrize("name", ["02_network_training.ipynb", "04_inference_and_plots.ipynb"])
+def test_exercises_have_collapsed_solutions_that_ran(run_dir, name):
+    cells = json.loads((run_dir / name).read_text())["cells"]
+    solutions = [c for c in cells if "solution" in c["metadata"].get("tags", [])]
+    assert len(solutions) >= 3
+    for c in solutions:
+        assert c["metadata"]["jupyter"]["source_hidden"] is True
+        assert c["execution_count"] is not None and c["outputs"], "CI executes every solution"
+        assert not any(o["output_type"] == "error" for o in c["outputs"])
+    exercises = [c for c in cells if c["cell_type"] == "markdown" and "**Exercise" in "".join(c["source"])]
+    assert len(exercises) == len(solutions)
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

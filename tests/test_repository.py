@@ -51,3 +51,19 @@ def test_readme_tables_match_the_result_files():
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "update_readme.py"), "--check"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_readme_gallery_shows_every_figure():
+    readme = (ROOT / "README.md").read_text()
+    shown = set(re.findall(r"\(figures/([\w.-]+\.png)\)", readme))
+    on_disk = {p.name for p in (ROOT / "figures").glob("*.png")}
+    assert shown <= on_disk, f"README shows missing figures: {shown - on_disk}"
+    assert on_disk <= shown, f"figures not in the README gallery: {on_disk - shown}"
+
+
+def test_makefile_has_the_documented_targets():
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("demo:", "test:", "lab:"):
+        assert re.search(rf"^{target}", makefile, re.M), target
+    assert "jupyter lab --notebook-dir=notebooks" in makefile
+    assert "bash" in (ROOT / ".ci" / "run").read_text() and "make test" in (ROOT / ".ci" / "run").read_text()

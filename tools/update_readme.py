@@ -34,6 +34,34 @@ def _comparison(rows):
     return "\n".join(out)
 
 
+def _ablation(rows):
+    table = pivot(rows, value="nrmse", index="method", column="param")
+    for row in table:
+        row["rho_Dp_Fp"] = next(r["rho_Dp_Fp"] for r in rows if r["method"] == row["method"])
+        row["epochs"] = next(r["epochs"] for r in rows if r["method"] == row["method"])
+    return "NRMSE per parameter at SNR 20 after each change, and the Dp-Fp coupling\n\n" + markdown_table(table, digits=3)
+
+
+def _beyond(rows):
+    out = []
+    for name in PARAMS:
+        out.append(f"**NRMSE of {name}** (rows: SNR)\n")
+        out.append(markdown_table(pivot(rows, value="nrmse", where={"param": name}), digits=3) + "\n")
+    nets = [r for r in rows if "cv" in r and r["cv"] == r["cv"]]  # networks with repeated trainings
+    if nets:
+        out.append(f"**Consistency** over repeated trainings (SNR {nets[0]['snr']}): coefficient of variation\n")
+        out.append(markdown_table(pivot(nets, value="cv", index="method", column="param"), digits=2))
+    return "\n".join(out)
+
+
+def _targets(t):
+    rows = [{"target": x["target"], "network": x["network"], "measured": x["value"], "limit": x["limit"],
+             "met": "yes" if x["met"] else "**no**"} for x in t["targets"]]
+    m = t["machine"]
+    head = f"Measured {t['date']} on {m['cpus']} CPU cores ({m['processor']}, torch {m['torch']}).\n\n"
+    return head + markdown_table(rows, digits=3)
+
+
 def _speed(s):
     fits = s["fits"]
     rows = [
@@ -62,6 +90,11 @@ def render(root=ROOT):
     comparison = root / "figures" / "05_method_comparison.json"
     if comparison.is_file():
         tables["comparison"] = _comparison(json.loads(comparison.read_text()))
+    for name, render_fn, path in (("ablation", _ablation, root / "figures" / "06_ablation.json"),
+                                  ("beyond", _beyond, root / "figures" / "06_beyond.json"),
+                                  ("targets", _targets, root / "benchmarks" / "results" / "targets.json")):
+        if path.is_file():
+            tables[name] = render_fn(json.loads(path.read_text()))
     speed = root / "benchmarks" / "results" / "speed.json"
     if speed.is_file():
         tables["speed"] = _speed(json.loads(speed.read_text()))
