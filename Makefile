@@ -24,7 +24,7 @@ demo: $(STAMP)
 	mkdir -p $(BUILD)/notebooks figures
 	set -e; for nb in $(NOTEBOOKS); do \
 		name=$$(basename $$nb); echo "== $$name"; \
-		extra=$$([ $$name = 00_ivim_explained.ipynb ] && echo "-p WIDGETS False"); \
+		extra=""; if [ $$name = 00_ivim_explained.ipynb ]; then extra="-p WIDGETS False"; fi; \
 		$(BIN)/papermill --cwd notebooks --kernel python3 --no-progress-bar $$extra $$nb $(BUILD)/notebooks/$$name; \
 	done
 	$(BIN)/python tools/update_readme.py
