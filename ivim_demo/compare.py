@@ -107,14 +107,20 @@ def compare_at_snr(snr, *, n_test, n_train, n_repeats=1, networks=None, b_values
     estimates.update(classical)
     seconds.update(classical_seconds)
     rows = score(estimates, truth, seconds=seconds, extra={"snr": snr})
+    repeats = {label: [estimates[label]] + [predict(net, signals) for net in group[1:]]
+               for label, group in nets.items()}  # once per network, not once per parameter row
     for row in rows:
-        group = nets.get(row["method"])
-        if group:
-            repeats = [estimates[row["method"]]] + [predict(net, signals) for net in group[1:]]
-            row["cv"] = cv_across([getattr(r, row["param"]) for r in repeats]) if n_repeats > 1 else float("nan")
-            row["train_seconds"] = float(np.mean([net.history["seconds"] for net in group]))
-            row["epochs"] = float(np.mean([net.history["epochs"] for net in group]))
+        if row["method"] in nets:
+            runs = repeats[row["method"]]
+            row["cv"] = cv_across([getattr(r, row["param"]) for r in runs]) if n_repeats > 1 else float("nan")
+            row.update(_training_summary(nets[row["method"]]))
     return rows, estimates, truth
+
+
+def _training_summary(nets) -> dict:
+    """Mean training time and epochs of one or more trained networks (from their ``.history``)."""
+    return {"train_seconds": float(np.mean([net.history["seconds"] for net in nets])),
+            "epochs": float(np.mean([net.history["epochs"] for net in nets]))}
 
 
 def ablation(snr, *, n_test, n_train, steps=ABLATION, b_values=SEED_B_VALUES, seed=0, max_epochs=1000, workers=1):
@@ -129,10 +135,8 @@ def ablation(snr, *, n_test, n_train, steps=ABLATION, b_values=SEED_B_VALUES, se
     jobs = [{"snr": snr, "method": method, "seed": seed, "n": n_train, "b_values": b_values,
              "max_epochs": max_epochs, "net_options": net_opts, "train_options": train_opts}
             for _, method, net_opts, train_opts in steps]
-    nets = train_jobs(jobs, workers=workers)
-    estimates = {label: predict(net, signals) for (label, *_), net in zip(steps, nets)}
-    rows = score(estimates, truth, extra={"snr": snr})
+    nets = {label: net for (label, *_), net in zip(steps, train_jobs(jobs, workers=workers))}
+    rows = score({label: predict(net, signals) for label, net in nets.items()}, truth, extra={"snr": snr})
     for row in rows:
-        net = nets[[label for label, *_ in steps].index(row["method"])]
-        row["train_seconds"], row["epochs"] = net.history["seconds"], net.history["epochs"]
+        row.update(_training_summary([nets[row["method"]]]))
     return rows

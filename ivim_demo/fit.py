@@ -66,6 +66,12 @@ def _segmented(b, x, b_threshold, lo, hi):
     return np.stack([Dp, Dt, Fp, np.ones(len(x))], axis=1)
 
 
+def _lsq_start(b, x, lo, hi):
+    """Start of every least-squares fit (``fit_lsq`` and its scipy reference alike): the segmented
+    fit (threshold 200 s/mm^2, or the median b when no b-value exceeds it), inside the bounds."""
+    return np.clip(_segmented(b, x, 200.0 if b.max() > 200 else np.median(b), lo, hi), lo, hi)
+
+
 def _finish(est, s0, shape):
     """(n, 4) estimates on normalised signals -> IVIMParams with S0 in signal units."""
     Dp, Dt, Fp, S0 = (est[:, i].reshape(shape) for i in range(4))
@@ -143,8 +149,7 @@ def fit_lsq(signals, b_values, *, bounds=None, max_iter=50, tol=1e-7, progress=F
     """
     b, x, s0, shape = _prepare(signals, b_values)
     lo, hi = _bounds_array(bounds)
-    start = _segmented(b, x, 200.0 if b.max() > 200 else np.median(b), lo, hi)
-    u = (np.clip(start, lo, hi) - lo) / (hi - lo)
+    u = (_lsq_start(b, x, lo, hi) - lo) / (hi - lo)
     scale = hi - lo
     active = np.arange(len(x))
     lam = np.full(len(x), 1e-2)
@@ -202,7 +207,7 @@ def lsq_reference(signals, b_values, *, bounds=None) -> IVIMParams:
 
     b, x, s0, shape = _prepare(signals, b_values)
     lo, hi = _bounds_array(bounds)
-    start = np.clip(_segmented(b, x, 200.0 if b.max() > 200 else np.median(b), lo, hi), lo, hi)
+    start = _lsq_start(b, x, lo, hi)
 
     def f(bb, Dp, Dt, Fp, S0):
         return ivim(bb, Dp, Dt, Fp, S0)
