@@ -24,6 +24,13 @@ import ivim_demo as iv
 
 ROOT = Path(__file__).resolve().parents[1]
 NETWORKS = ("IVIM-NET_orig", "IVIM-NET_optim", "supervised")
+#: The seed's network is listed for reference: the targets are for the new networks.
+REFERENCE = "IVIM-NET_orig"
+
+
+def _met(network, ok):
+    """True/False for the new networks, None (a reference row) for the seed's."""
+    return None if network == REFERENCE else bool(ok)
 
 
 def accuracy_targets(rows):
@@ -41,11 +48,12 @@ def accuracy_targets(rows):
     for r in rows:
         if r["method"] in NETWORKS and r["snr"] == 20 and r["param"] == "Dp":
             out.append({"target": "|Spearman rho(Dp, Fp)| at SNR 20", "network": r["method"],
-                        "value": abs(r["rho_Dp_Fp"]), "limit": "<= 0.35", "met": abs(r["rho_Dp_Fp"]) <= 0.35})
+                        "value": abs(r["rho_Dp_Fp"]), "limit": "<= 0.35",
+                        "met": _met(r["method"], abs(r["rho_Dp_Fp"]) <= 0.35)})
     for r in rows:
         if r["method"] in NETWORKS and r["snr"] == 20 and r["param"] in ("Dt", "Fp") and "cv" in r:
             out.append({"target": f"CV of {r['param']} over training seeds at SNR 20", "network": r["method"],
-                        "value": r["cv"], "limit": "<= 0.05", "met": bool(r["cv"] <= 0.05)})
+                        "value": r["cv"], "limit": "<= 0.05", "met": _met(r["method"], r["cv"] <= 0.05)})
     return out
 
 
@@ -65,6 +73,10 @@ def speed_targets(quick):
         out.append({"target": f"inference, {len(big):,} voxels, {method}", "network": method, "value": rate,
                     "limit": ">= 1,000,000 voxels/s", "met": rate >= 1e6})
     return out
+
+
+def _verdict(met):
+    return "reference" if met is None else "met" if met else "MISS"
 
 
 def _timed(fn):
@@ -91,7 +103,7 @@ def main(argv=None):
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     for t in result["targets"]:
-        print(f"{'met ' if t['met'] else 'MISS'} {t['target']} [{t['network']}]: {t['value']:.4g} ({t['limit']})")
+        print(f"{_verdict(t['met']):<9} {t['target']} [{t['network']}]: {t['value']:.4g} ({t['limit']})")
 
 
 if __name__ == "__main__":

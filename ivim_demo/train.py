@@ -33,6 +33,8 @@ class TrainHistory:
         as the seed prints it) per epoch.
     val_loss : list of float
         Mean validation loss per epoch (empty without a validation split).
+    lr : list of float
+        Learning rate used in each epoch.
     best_epoch : int
         Epoch (0-based) whose weights were restored.
     seconds : float
@@ -43,6 +45,7 @@ class TrainHistory:
 
     loss: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
     best_epoch: int = -1
     seconds: float = 0.0
     stopped_early: bool = False
@@ -57,6 +60,7 @@ class TrainHistory:
         return {
             "loss": [float(v) for v in self.loss],
             "val_loss": [float(v) for v in self.val_loss],
+            "lr": [float(v) for v in self.lr],
             "best_epoch": int(self.best_epoch),
             "epochs": self.epochs,
             "seconds": float(self.seconds),
@@ -116,6 +120,7 @@ def train(
     batch_size: int = 128,
     lr: float = 1e-3,
     patience: int = 10,
+    lr_patience=None,
     max_epochs: int = 1000,
     seed: int = 0,
     progress: bool = True,
@@ -153,6 +158,11 @@ def train(
         ``IVIMNetOptim``).
     batch_size, lr, patience, max_epochs : keyword-only
         The seed's settings by default: 128, 1e-3, 10, 1000.
+    lr_patience : int, optional
+        Divide the learning rate by 5 after this many epochs without
+        improvement (``torch.optim.lr_scheduler.ReduceLROnPlateau``); use a
+        value below ``patience`` so training can still improve before it
+        stops. Default ``None``: constant learning rate, as the seed.
     seed : int
         Seeds the split and the shuffling (and dropout); same seed, data and
         network seed give identical weights on the same device.
@@ -165,6 +175,8 @@ def train(
     """
     for name, value in (("batch_size", batch_size), ("patience", patience), ("max_epochs", max_epochs)):
         _check_positive_int(name, value)
+    if lr_patience is not None:
+        _check_positive_int("lr_patience", lr_patience)
     if not (np.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
     if validation_fraction is None:
@@ -189,6 +201,8 @@ def train(
     net.to(dev)
     # fused Adam: same update, fewer kernel launches (matters for tiny nets)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr, fused=True)
+    scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.2, patience=lr_patience)
+                 if lr_patience is not None else None)
     mse = torch.nn.functional.mse_loss
 
     def loss_of(idx):
@@ -214,11 +228,14 @@ def train(
                 optimizer.step()
                 running += loss.detach()
             history.loss.append(float(running))
+            history.lr.append(float(optimizer.param_groups[0]["lr"]))
             if n_val:
                 net.eval()
                 with torch.no_grad():
                     history.val_loss.append(float(loss_of(val)))
             current = history.val_loss[-1] if n_val else history.loss[-1]
+            if scheduler is not None:
+                scheduler.step(current)
             if current < best:
                 best, bad_epochs, history.best_epoch = current, 0, epoch
                 best_state = copy.deepcopy(net.state_dict())

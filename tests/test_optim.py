@@ -126,3 +126,25 @@ def test_parallel_trainings_equal_sequential_ones():
         for va, vb in zip(a.state_dict().values(), b.state_dict().values()):
             assert torch.equal(va, vb)
     assert not torch.equal(together[0].encoder[0].weight, together[1].encoder[0].weight)
+
+
+def test_lr_patience_divides_the_learning_rate_on_plateaus():
+    signals, _ = iv.training_data(3000, sigma=0.05, seed=38)
+    net = iv.IVIMNetOptim(B, seed=0)
+    h = iv.train(net, signals, lr=0.01, lr_patience=1, patience=8, max_epochs=40, seed=0, progress=False)
+    assert h.lr[0] == 0.01 and len(h.lr) == h.epochs
+    assert all(b <= a for a, b in zip(h.lr, h.lr[1:])), "the learning rate only goes down"
+    assert min(h.lr) < 0.01, "plateaus of a 3000-voxel training must trigger at least one decay"
+    np.testing.assert_allclose(np.log(np.array(h.lr) / 0.01) / np.log(0.2),
+                               np.round(np.log(np.array(h.lr) / 0.01) / np.log(0.2)), atol=1e-6)
+    assert set(iv.train(iv.IVIMNet(B), signals, max_epochs=3, progress=False).lr) == {1e-3}  # seed: constant
+    with pytest.raises(ValueError, match="lr_patience"):
+        iv.train(net, signals, lr_patience=0, progress=False)
+
+
+def test_train_options_override_the_recipe():
+    net = iv.train_for_snr(20, method="orig", n=1500, max_epochs=50, seed=1, progress=False,
+                           train_options={"max_epochs": 2, "validation_fraction": 0.2})
+    assert net.history["epochs"] == 2 and len(net.history["val_loss"]) == 2
+    sup = iv.train_for_snr(20, method="supervised", n=1500, max_epochs=2, seed=1, progress=False)
+    assert sup.history["lr"] == [1e-3, 1e-3]

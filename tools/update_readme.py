@@ -55,8 +55,9 @@ def _beyond(rows):
 
 
 def _targets(t):
-    rows = [{"target": x["target"], "network": x["network"], "measured": x["value"], "limit": x["limit"],
-             "met": "yes" if x["met"] else "**no**"} for x in t["targets"]]
+    rows = [{"target": x["target"].replace("|", "\\|"), "network": x["network"], "measured": x["value"], "limit": x["limit"],
+             "met": {True: "yes", False: "**no**", None: "(seed, for reference)"}[x["met"]]}
+            for x in t["targets"]]
     m = t["machine"]
     head = f"Measured {t['date']} on {m['cpus']} CPU cores ({m['processor']}, torch {m['torch']}).\n\n"
     return head + markdown_table(rows, digits=3)
