@@ -151,8 +151,9 @@ class IVIMNetOptim(nn.Module):
     The network reads all b-values of the normalised signal; ``forward``
     returns ``(X_pred, Dp, Dt, Fp, S0)`` with ``X_pred`` the reconstruction at
     every b-value (b = 0 included) and each parameter shaped ``(batch, 1)``.
-    Train it with ``lr=3e-5`` and ``validation_fraction=0.1`` (``train_for_snr``
-    does).
+    Kaandorp et al. train it with ``lr=3e-5`` and ``validation_fraction=0.1``;
+    ``train_for_snr(method="optim")`` uses ``lr=OPTIM_LR`` (1e-3, see there)
+    and the validation split.
     """
 
     input_columns = slice(None)

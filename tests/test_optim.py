@@ -148,3 +148,13 @@ def test_train_options_override_the_recipe():
     assert net.history["epochs"] == 2 and len(net.history["val_loss"]) == 2
     sup = iv.train_for_snr(20, method="supervised", n=1500, max_epochs=2, seed=1, progress=False)
     assert sup.history["lr"] == [1e-3, 1e-3]
+
+
+def test_every_ablation_step_after_the_seed_stops_on_a_validation_split():
+    # stopping on the summed training loss with dropout/batch norm ran > 15 min at full size
+    first, *rest = iv.ABLATION
+    assert first[1] == "orig" and first[3] == {}
+    for label, method, _, train_options in rest:
+        default = 0.0 if method == "orig" else 0.1  # the recipes' validation split
+        assert train_options.get("validation_fraction", default) > 0, label
+    assert [step[1] for step in rest].count("optim") == 4 and rest[-1][1] == "supervised"
