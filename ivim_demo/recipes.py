@@ -45,7 +45,7 @@ def seed_network(*, n=100_000, sigma=0.01, seed=0, max_epochs=1000, progress=Tru
 
 
 def train_for_snr(snr, *, b_values=SEED_B_VALUES, method="optim", n=100_000, seed=0, max_epochs=1000,
-                  progress=True, net_options=None, train_options=None):
+                  progress=True, net_options=None, train_options=None, box=None):
     """Simulate training data at one SNR and return a network trained on it.
 
     Parameters
@@ -58,7 +58,7 @@ def train_for_snr(snr, *, b_values=SEED_B_VALUES, method="optim", n=100_000, see
         See ``RECIPES``. ``"supervised"`` needs the prior of the data to match
         the simulation box: it learns the posterior mean for that prior.
     n : int
-        Training voxels, drawn uniformly from ``PARAMETER_BOX``.
+        Training voxels, drawn uniformly from ``box``.
     seed : int
         Seeds the data (``seed + 1000``), the weights and the training.
     max_epochs : int
@@ -70,6 +70,11 @@ def train_for_snr(snr, *, b_values=SEED_B_VALUES, method="optim", n=100_000, see
     train_options : dict, optional
         Overrides of ``train``'s options (``lr``, ``validation_fraction``,
         ``patience``, ...); they win over the recipe and the arguments above.
+    box : dict, optional
+        ``{"Dp": (lo, hi), "Dt": ..., "Fp": ...}`` (mm^2/s, mm^2/s, fraction)
+        the training parameters are drawn from; default ``PARAMETER_BOX``.
+        The supervised network is bounded to it, so make it cover the tissue
+        you expect: that box is the prior its estimates lean towards.
 
     Returns
     -------
@@ -80,7 +85,8 @@ def train_for_snr(snr, *, b_values=SEED_B_VALUES, method="optim", n=100_000, see
         raise ValueError(f"method must be one of {list(RECIPES)}, got {method!r}.")
     if not snr > 0:
         raise ValueError(f"snr must be > 0, got {snr!r}.")
-    signals, params = training_data(n, b_values, sigma=1.0 / snr, seed=seed + 1000)
+    box = PARAMETER_BOX if box is None else box
+    signals, params = training_data(n, b_values, sigma=1.0 / snr, seed=seed + 1000, box=box)
     targets = None
     if method == "orig":
         net = IVIMNet(b_values, **{"seed": seed, **(net_options or {})})
@@ -89,7 +95,7 @@ def train_for_snr(snr, *, b_values=SEED_B_VALUES, method="optim", n=100_000, see
         net = IVIMNetOptim(b_values, seed=seed, **(net_options or {}))
         options = {"lr": OPTIM_LR, "validation_fraction": 0.1}
     else:
-        net = IVIMNetOptim(b_values, **{"bounds": PARAMETER_BOX, "fit_s0": False, "dropout": 0.0, "seed": seed,
+        net = IVIMNetOptim(b_values, **{"bounds": box, "fit_s0": False, "dropout": 0.0, "seed": seed,
                                         **(net_options or {})})
         # the lr decay buys the last few % at high SNR (Dt NRMSE at SNR 100: 0.045 -> 0.042; Bayes 0.040)
         options, targets = {"lr": 1e-3, "lr_patience": 3, "validation_fraction": 0.1}, params

@@ -158,3 +158,14 @@ def test_every_ablation_step_after_the_seed_stops_on_a_validation_split():
         default = 0.0 if method == "orig" else 0.1  # the recipes' validation split
         assert train_options.get("validation_fraction", default) > 0, label
     assert [step[1] for step in rest].count("optim") == 4 and rest[-1][1] == "supervised"
+
+
+def test_train_for_snr_box_sets_the_prior_and_the_supervised_bounds():
+    low = {**iv.PARAMETER_BOX, "Fp": (0.02, 0.1)}
+    net = iv.train_for_snr(20, method="supervised", n=1500, max_epochs=2, progress=False, box=low)
+    assert net.settings()["bounds"]["Fp"] == [0.02, 0.1]
+    est = iv.predict(net, iv.training_data(300, sigma=0.05, seed=39)[0])
+    assert est.Fp.min() >= 0.02 and est.Fp.max() <= 0.1
+    for bad in ({"Dp": (0.01, 0.1)}, {**low, "Fp": (0.3, 0.1)}, {**low, "Fp": (0.5, 1.5)}):
+        with pytest.raises(ValueError, match="box"):
+            iv.train_for_snr(20, method="supervised", n=1500, max_epochs=1, progress=False, box=bad)
