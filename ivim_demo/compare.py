@@ -93,7 +93,7 @@ def compare_at_snr(snr, *, n_test, n_train, n_repeats=1, networks=None, b_values
     if n_repeats < 1:
         raise ValueError(f"n_repeats must be >= 1, got {n_repeats}.")
     networks = networks or {"IVIM-NET": "orig"}
-    signals, truth = training_data(n_test, b_values, sigma=1.0 / snr, seed=seed + 7919)
+    signals, truth = _held_out(snr, n_test, b_values, seed)
     jobs = [{"snr": snr, "method": method, "seed": seed + k, "n": n_train, "b_values": b_values,
              "max_epochs": max_epochs} for method in networks.values() for k in range(n_repeats)]
     trained = train_jobs(jobs, workers=workers)
@@ -117,6 +117,11 @@ def compare_at_snr(snr, *, n_test, n_train, n_repeats=1, networks=None, b_values
     return rows, estimates, truth
 
 
+def _held_out(snr, n, b_values, seed):
+    """The test voxels both the comparison and the ablation score on (same seed -> same voxels)."""
+    return training_data(n, b_values, sigma=1.0 / snr, seed=seed + 7919)
+
+
 def _training_summary(nets) -> dict:
     """Mean training time and epochs of one or more trained networks (from their ``.history``)."""
     return {"train_seconds": float(np.mean([net.history["seconds"] for net in nets])),
@@ -131,7 +136,7 @@ def ablation(snr, *, n_test, n_train, steps=ABLATION, b_values=SEED_B_VALUES, se
     list of dict
         ``score`` rows (method = step label) with ``train_seconds`` and ``epochs``.
     """
-    signals, truth = training_data(n_test, b_values, sigma=1.0 / snr, seed=seed + 7919)
+    signals, truth = _held_out(snr, n_test, b_values, seed)
     jobs = [{"snr": snr, "method": method, "seed": seed, "n": n_train, "b_values": b_values,
              "max_epochs": max_epochs, "net_options": net_opts, "train_options": train_opts}
             for _, method, net_opts, train_opts in steps]

@@ -92,6 +92,10 @@ def _check_positive_int(name, value):
         raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
 
 
+#: (Dp, Dt, Fp) rows of (low, high): supervised losses are computed in these box units (0-1 inside).
+_BOX = np.array([PARAMETER_BOX[name] for name in PARAMS])
+
+
 def _targets_tensor(targets, n, dev):
     """Box-normalised (Dp, Dt, Fp) targets, shape (n, 3)."""
     cols = []
@@ -99,16 +103,16 @@ def _targets_tensor(targets, n, dev):
         values = np.asarray(getattr(targets, name), dtype=float).reshape(-1)
         if values.shape != (n,) or not np.all(np.isfinite(values)):
             raise ValueError(f"targets.{name} must hold one finite value per voxel ({n}), got shape {values.shape}.")
-        lo, hi = PARAMETER_BOX[name]
-        cols.append((values - lo) / (hi - lo))
-    return torch.tensor(np.stack(cols, axis=1), dtype=torch.float32, device=dev)
+        cols.append(values)
+    scaled = (np.stack(cols, axis=1) - _BOX[:, 0]) / (_BOX[:, 1] - _BOX[:, 0])
+    return torch.tensor(scaled, dtype=torch.float32, device=dev)
 
 
-def _box_normalised(out):
-    """The network's (Dp, Dt, Fp) outputs scaled like ``_targets_tensor``."""
-    cols = [(p - PARAMETER_BOX[name][0]) / (PARAMETER_BOX[name][1] - PARAMETER_BOX[name][0])
-            for name, p in zip(PARAMS, out[1:4])]
-    return torch.cat(cols, dim=1)
+def _box_normaliser(dev):
+    """The network's (Dp, Dt, Fp) outputs -> the units of ``_targets_tensor``."""
+    lo = torch.tensor(_BOX[:, 0], dtype=torch.float32, device=dev)
+    span = torch.tensor(_BOX[:, 1] - _BOX[:, 0], dtype=torch.float32, device=dev)
+    return lambda out: (torch.cat(out[1:4], dim=1) - lo) / span
 
 
 def train(
@@ -189,6 +193,7 @@ def train(
     dev = device()
     X = torch.from_numpy(x[:, net.input_columns].astype(np.float32)).to(dev)
     Y = _targets_tensor(targets, len(X), dev) if targets is not None else None
+    box_units = _box_normaliser(dev)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     n_val = int(round(validation_fraction * len(X)))
     order = torch.randperm(len(X), generator=gen).to(dev) if n_val else torch.arange(len(X), device=dev)
@@ -208,7 +213,7 @@ def train(
     def loss_of(idx):
         batch = X[idx]
         out = net(batch)
-        return mse(out[0], batch) if Y is None else mse(_box_normalised(out), Y[idx])
+        return mse(out[0], batch) if Y is None else mse(box_units(out), Y[idx])
 
     history = TrainHistory()
     n_batches = len(fit) // batch_size
