@@ -15,6 +15,7 @@ from .artefacts import (
     save_table,
 )
 from .compare import ablation, compare_at_snr, fit_all, score
+from .examples import EXAMPLES, load_example
 from .checkpoint import load_model, save_model
 from .explorer import B_VALUE_SETS, explore, explorer_network, explorer_widget, plot_explore
 from .fit import estimate_sigma, fit_bayes, fit_lsq, fit_segmented, lsq_reference
