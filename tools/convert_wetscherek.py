@@ -78,8 +78,14 @@ def select_series(b, T, betta, *, diffusion_time=100):
     return np.concatenate(keep)
 
 
+def _nifti_axes(image):
+    """(H, W, ...) as displayed by the authors -> (x, y, ...) as NIfTI viewers display it:
+    x = column (left to right), y = row from the bottom up."""
+    return np.ascontiguousarray(np.swapaxes(image, 0, 1)[:, ::-1])
+
+
 def _nifti(array, path, descrip):
-    img = nib.Nifti1Image(array, np.eye(4))
+    img = nib.Nifti1Image(_nifti_axes(array), np.eye(4))
     img.header["descrip"] = descrip.encode()[:79]
     img.header.set_xyzt_units("unknown", "unknown")
     nib.save(img, str(path))
@@ -96,7 +102,7 @@ def convert_scan(name, source, out, *, diffusion_time=100):
     data = m["data"][idx]  # (img, H, W)
     if data.min() < 0 or data.max() > np.iinfo(np.uint16).max:
         raise ValueError(f"{name}: values outside the uint16 range.")
-    dwi = np.moveaxis(data.astype(np.uint16), 0, -1)[:, :, None, :]  # (H, W, 1, img)
+    dwi = np.moveaxis(data.astype(np.uint16), 0, -1)[:, :, None, :]  # (H, W, 1, img), turned by _nifti
     bvals = m["b"].ravel()[idx].astype(int)
     tag = f"Wetscherek 2015 {name}, bipolar, T={diffusion_time} ms"
     paths = [
