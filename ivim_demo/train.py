@@ -92,11 +92,18 @@ def _check_positive_int(name, value):
         raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
 
 
-#: (Dp, Dt, Fp) rows of (low, high): supervised losses are computed in these box units (0-1 inside).
+#: (Dp, Dt, Fp) rows of (low, high): supervised losses are computed in box units (0-1 inside), the
+#: network's own bounds when it has them, else this simulation box.
 _BOX = np.array([PARAMETER_BOX[name] for name in PARAMS])
 
 
-def _targets_tensor(targets, n, dev):
+def _box_of(net):
+    """(3, 2) box of a network's (Dp, Dt, Fp) outputs: its bounds when bounded, else ``PARAMETER_BOX``."""
+    bounds = getattr(net, "options", {}).get("bounds")
+    return _BOX if bounds is None else np.array([bounds[name] for name in PARAMS], dtype=float)
+
+
+def _targets_tensor(targets, n, box, dev):
     """Box-normalised (Dp, Dt, Fp) targets, shape (n, 3)."""
     cols = []
     for name in PARAMS:
@@ -104,14 +111,14 @@ def _targets_tensor(targets, n, dev):
         if values.shape != (n,) or not np.all(np.isfinite(values)):
             raise ValueError(f"targets.{name} must hold one finite value per voxel ({n}), got shape {values.shape}.")
         cols.append(values)
-    scaled = (np.stack(cols, axis=1) - _BOX[:, 0]) / (_BOX[:, 1] - _BOX[:, 0])
+    scaled = (np.stack(cols, axis=1) - box[:, 0]) / (box[:, 1] - box[:, 0])
     return torch.tensor(scaled, dtype=torch.float32, device=dev)
 
 
-def _box_normaliser(dev):
+def _box_normaliser(box, dev):
     """The network's (Dp, Dt, Fp) outputs -> the units of ``_targets_tensor``."""
-    lo = torch.tensor(_BOX[:, 0], dtype=torch.float32, device=dev)
-    span = torch.tensor(_BOX[:, 1] - _BOX[:, 0], dtype=torch.float32, device=dev)
+    lo = torch.tensor(box[:, 0], dtype=torch.float32, device=dev)
+    span = torch.tensor(box[:, 1] - box[:, 0], dtype=torch.float32, device=dev)
     return lambda out: (torch.cat(out[1:4], dim=1) - lo) / span
 
 
@@ -125,6 +132,8 @@ def train(
     lr: float = 1e-3,
     patience: int = 10,
     lr_patience=None,
+    batches_per_epoch=None,
+    weights=None,
     max_epochs: int = 1000,
     seed: int = 0,
     progress: bool = True,
@@ -151,8 +160,8 @@ def train(
         of b-values the network was built for.
     targets : IVIMParams, optional
         True parameters of each voxel: train *supervised*, minimising the MSE
-        of (Dp, Dt, Fp) scaled to the box ``PARAMETER_BOX`` (each 0-1 inside
-        it). The minimiser of that loss over the training distribution is
+        of (Dp, Dt, Fp) scaled to the network's bounds (``PARAMETER_BOX`` for
+        an unbounded network), each 0-1 inside them. The minimiser of that loss over the training distribution is
         the posterior mean E[params | signal], the Bayes estimator for that
         prior: accurate exactly when real data follow the simulated prior.
     validation_fraction : float, optional
@@ -167,6 +176,15 @@ def train(
         improvement (``torch.optim.lr_scheduler.ReduceLROnPlateau``); use a
         value below ``patience`` so training can still improve before it
         stops. Default ``None``: constant learning rate, as the seed.
+    batches_per_epoch : int, optional
+        Mini-batches per epoch. Default ``None``: one pass over the training
+        voxels, as the seed (``n // batch_size`` batches). A fixed number
+        (IVIMNET's in vivo code uses 500) makes an epoch, and so the patience
+        of early stopping, the same length whatever the voxel count: with
+        the seed's rule a masked scan of 3,000 voxels has epochs of ~20
+        batches, and training stops after a few hundred updates with the
+        network still collapsed. Batches walk through successive shuffles
+        of the training voxels, so every voxel is used equally often.
     seed : int
         Seeds the split and the shuffling (and dropout); same seed, data and
         network seed give identical weights on the same device.
@@ -179,6 +197,8 @@ def train(
     """
     for name, value in (("batch_size", batch_size), ("patience", patience), ("max_epochs", max_epochs)):
         _check_positive_int(name, value)
+    if batches_per_epoch is not None:
+        _check_positive_int("batches_per_epoch", batches_per_epoch)
     if lr_patience is not None:
         _check_positive_int("lr_patience", lr_patience)
     if not (np.isfinite(lr) and lr > 0):
@@ -192,8 +212,9 @@ def train(
     x, _ = normalise(s)
     dev = device()
     X = torch.from_numpy(x[:, net.input_columns].astype(np.float32)).to(dev)
-    Y = _targets_tensor(targets, len(X), dev) if targets is not None else None
-    box_units = _box_normaliser(dev)
+    box = _box_of(net)
+    Y = _targets_tensor(targets, len(X), box, dev) if targets is not None else None
+    box_units = _box_normaliser(box, dev)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     n_val = int(round(validation_fraction * len(X)))
     order = torch.randperm(len(X), generator=gen).to(dev) if n_val else torch.arange(len(X), device=dev)
@@ -210,13 +231,28 @@ def train(
                  if lr_patience is not None else None)
     mse = torch.nn.functional.mse_loss
 
+    W = None if weights is None else torch.from_numpy(np.asarray(weights, np.float32).reshape(-1, 1)).to(dev)
+
     def loss_of(idx):
         batch = X[idx]
         out = net(batch)
-        return mse(out[0], batch) if Y is None else mse(box_units(out), Y[idx])
+        if Y is not None:
+            return mse(box_units(out), Y[idx])
+        return mse(out[0], batch) if W is None else ((out[0] - batch) ** 2 * W[idx]).mean()
 
     history = TrainHistory()
-    n_batches = len(fit) // batch_size
+    n_batches = len(fit) // batch_size if batches_per_epoch is None else int(batches_per_epoch)
+    stream = torch.empty(0, dtype=torch.long, device=dev)  # voxel order, from successive shuffles
+
+    def epoch_order():
+        nonlocal stream
+        if batches_per_epoch is None:  # the seed: one shuffle per epoch, the incomplete last batch dropped
+            return fit[torch.randperm(len(fit), generator=gen).to(dev)]
+        need = n_batches * batch_size
+        shuffles = -(-(need - len(stream)) // len(fit))
+        stream = torch.cat([stream, *(fit[torch.randperm(len(fit), generator=gen).to(dev)] for _ in range(shuffles))])
+        order, stream = stream[:need], stream[need:]
+        return order
     best, bad_epochs, best_state = np.inf, 0, None
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]), _one_cpu_thread(dev):
@@ -224,7 +260,7 @@ def train(
         bar = tqdm(range(max_epochs), desc="training", unit="epoch", disable=not progress)
         for epoch in bar:
             net.train()
-            shuffled = fit[torch.randperm(len(fit), generator=gen).to(dev)]
+            shuffled = epoch_order()
             running = torch.zeros((), device=dev)
             for i in range(n_batches):
                 optimizer.zero_grad()
