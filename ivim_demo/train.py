@@ -133,7 +133,6 @@ def train(
     patience: int = 10,
     lr_patience=None,
     batches_per_epoch=None,
-    weights=None,
     max_epochs: int = 1000,
     seed: int = 0,
     progress: bool = True,
@@ -231,14 +230,10 @@ def train(
                  if lr_patience is not None else None)
     mse = torch.nn.functional.mse_loss
 
-    W = None if weights is None else torch.from_numpy(np.asarray(weights, np.float32).reshape(-1, 1)).to(dev)
-
     def loss_of(idx):
         batch = X[idx]
         out = net(batch)
-        if Y is not None:
-            return mse(box_units(out), Y[idx])
-        return mse(out[0], batch) if W is None else ((out[0] - batch) ** 2 * W[idx]).mean()
+        return mse(out[0], batch) if Y is None else mse(box_units(out), Y[idx])
 
     history = TrainHistory()
     n_batches = len(fit) // batch_size if batches_per_epoch is None else int(batches_per_epoch)
