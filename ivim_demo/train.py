@@ -291,4 +291,7 @@ def train(
     net.to("cpu")
     net.eval()
     history.seconds = time.perf_counter() - start
+    from .infer import decide_labelling  # which output is Dp: decided once, on the training signals
+
+    decide_labelling(net, s)
     return history
