@@ -15,17 +15,40 @@ from .artefacts import (
     save_table,
 )
 from .compare import ablation, compare_at_snr, fit_all, score
-from .examples import EXAMPLES, load_example
+from .examples import CITATION, EXAMPLES, load_example, phantom_example
 from .checkpoint import load_model, save_model
 from .explorer import B_VALUE_SETS, explore, explorer_network, explorer_widget, plot_explore
 from .fit import estimate_sigma, fit_bayes, fit_lsq, fit_segmented, lsq_reference
-from .infer import predict, swap_guard
-from .mask import make_mask, otsu_threshold
-from .metrics import PARAMS, cv_across, markdown_table, normalised_bias, nrmse, pivot, region_stats, spearman
+from .infer import decide_labelling, predict, swap_guard
+from .mask import has_background, make_mask, otsu_threshold
+from .metrics import (
+    AGREEMENT,
+    PARAMS,
+    check_agreement,
+    cv_across,
+    markdown_table,
+    normalised_bias,
+    nrmse,
+    pivot,
+    region_stats,
+    roi_medians,
+    spearman,
+)
 from .model import FIT_BOUNDS, PARAMETER_BOX, SEED_B_VALUES, IVIMParams, ivim
 from .networks import IVIMNet, IVIMNetOptim
-from .nifti import load_dwi, save_dwi, save_maps
-from .recipes import ABLATION, OPTIM_LR, RECIPES, seed_network, train_for_snr, train_jobs, train_many
+from .nifti import average_directions, load_dwi, load_mask, save_dwi, save_maps
+from .quality import quality_measures, quality_warnings, residual
+from .recipes import (
+    ABLATION,
+    IN_VIVO_BOX,
+    OPTIM_LR,
+    RECIPES,
+    seed_network,
+    train_for_snr,
+    train_jobs,
+    train_many,
+    train_on_scan,
+)
 from .plots import (
     plot_ablation,
     MAP_LIMITS,
@@ -45,9 +68,10 @@ from .simulate import (
     phantom,
     phantom_regions,
     sample_params,
+    scan_like_data,
     training_data,
 )
 from .train import TrainHistory, device, train
-from .volume import METHODS, fit_volume
+from .volume import METHODS, NETWORK_METHODS, VolumeFit, fit_volume
 
 __version__ = "0.1.0"

@@ -15,9 +15,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .nifti import load_dwi
+from .nifti import average_directions, load_dwi
 
-__all__ = ["EXAMPLES", "CITATION", "REFERENCE_MAPS", "Example", "load_example"]
+__all__ = ["EXAMPLES", "CITATION", "REFERENCE_MAPS", "Example", "load_example", "phantom_example"]
 
 _FOLDER = Path(__file__).resolve().parent / "data" / "wetscherek"
 
@@ -138,4 +138,42 @@ def load_example(name, *, average="geometric") -> Example:
         roi_names=dict(_VOLUNTEER_ROIS if volunteer else _PHANTOM_ROIS),
         reference=reference,
         paths={key: str(path) for key, path in paths.items()},
+    )
+
+
+def phantom_example(*, shape=(64, 64, 4), snr=50.0, directions=3, seed=0) -> Example:
+    """The anatomical digital phantom as an ``Example``: a scan whose answer is known.
+
+    ``anatomical_phantom`` with ``directions`` noisy volumes per b > 0,
+    averaged as ``load_example`` averages a real scan's directions. Its
+    ``reference`` is the truth (``D`` = true Dt, ``f`` = true Fp, ``Dp``), so
+    the same code checks a fit of the phantom and of a volunteer.
+
+    Parameters
+    ----------
+    shape : tuple of 3 int
+    snr : float
+        SNR of liver at b = 0 (per volume).
+    directions : int
+    seed : int
+
+    Returns
+    -------
+    Example
+        ``rois`` are the tissue labels (``roi_names`` from ``TISSUES``,
+        background left out), ``mask`` is the body, ``paths`` is empty.
+    """
+    from .anatomy import TISSUES, anatomical_phantom
+
+    ph = anatomical_phantom(tuple(shape), snr=snr, directions=directions, seed=seed)
+    dwi, b_values = average_directions(ph.dwi, ph.b_values)
+    return Example(
+        dwi=dwi,
+        b_values=b_values,
+        affine=np.eye(4),
+        mask=ph.labels > 0,
+        rois=ph.labels.astype(int),
+        roi_names={label: name for label, (name, _) in TISSUES.items() if label > 0},
+        reference={"D": ph.truth.Dt, "f": ph.truth.Fp, "Dp": ph.truth.Dp},
+        paths={},
     )

@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["otsu_threshold", "make_mask"]
+__all__ = ["otsu_threshold", "has_background", "make_mask", "BACKGROUND_CONTRAST"]
 
 
 def otsu_threshold(values, *, bins: int = 256) -> float:
@@ -24,6 +24,47 @@ def otsu_threshold(values, *, bins: int = 256) -> float:
     return float(edges[1:][np.argmax(between)])
 
 
+#: Otsu's cut is taken as a background/tissue boundary only when the two classes' median S(b=0)
+#: differ by more than this factor (air holds noise only: tens of times darker than tissue, while
+#: tissues differ by a few times at most). Otherwise the image is all tissue and every valid voxel is kept.
+BACKGROUND_CONTRAST = 5.0
+
+
+def has_background(s0) -> tuple[bool, float]:
+    """Whether a b = 0 image contains background (air), and Otsu's threshold on it.
+
+    Otsu's method always splits an image in two, also when the field of view
+    is filled with tissue: it then cuts one tissue away. The split is taken as
+    background vs tissue only when the median S(b=0) of the two classes differ
+    by more than ``BACKGROUND_CONTRAST``.
+
+    Parameters
+    ----------
+    s0 : array_like
+        The b = 0 image (signal units), any shape; non-positive and non-finite
+        values are ignored.
+
+    Returns
+    -------
+    background : bool
+    threshold : float
+        Otsu's threshold in signal units (``nan`` when there are too few
+        distinct values to split).
+    """
+    v = np.ravel(np.asarray(s0, float))
+    positive = v[np.isfinite(v) & (v > 0)]
+    if positive.size == 0:
+        raise ValueError("the b=0 image has no positive voxel: cannot make a mask.")
+    if positive.min() == positive.max():
+        return False, float("nan")
+    # on log S(b=0): background noise and tissue differ by a factor, not an offset
+    threshold = float(np.exp(otsu_threshold(np.log(positive))))
+    low, high = positive[positive <= threshold], positive[positive > threshold]
+    if low.size == 0 or high.size == 0:
+        return False, threshold
+    return bool(np.median(high) > BACKGROUND_CONTRAST * np.median(low)), threshold
+
+
 def make_mask(dwi, method="otsu", *, mask=None, warn=True, return_excluded=False):
     """Voxels to fit: foreground of the b=0 image, minus voxels that cannot be fitted.
 
@@ -32,10 +73,12 @@ def make_mask(dwi, method="otsu", *, mask=None, warn=True, return_excluded=False
     dwi : array_like
         ``(..., n_b)`` with b = 0 first.
     method : "otsu" or float
-        ``"otsu"``: Otsu's threshold on log S(b=0); a number: keep S(b=0) above it
-        (signal units). Ignored when ``mask`` is given.
-    mask : array_like of bool, optional
-        A user mask shaped ``dwi.shape[:-1]`` (e.g. loaded from NIfTI).
+        ``"otsu"``: Otsu's threshold on log S(b=0) when the image has background
+        (see ``has_background``), otherwise every voxel; a number: keep S(b=0)
+        above it (signal units). Ignored when ``mask`` is given.
+    mask : array_like, optional
+        A user mask shaped ``dwi.shape[:-1]`` (e.g. loaded from NIfTI): non-zero,
+        finite values are inside (a NaN background counts as outside).
     warn : bool
         Warn with the count of voxels excluded as invalid.
     return_excluded : bool
@@ -56,15 +99,14 @@ def make_mask(dwi, method="otsu", *, mask=None, warn=True, return_excluded=False
         keep = np.asarray(mask)
         if keep.shape != s0.shape:
             raise ValueError(f"the mask has shape {keep.shape} but the image has {s0.shape} voxels per volume.")
-        keep = keep.astype(bool)
+        if keep.dtype.kind not in "biuf":
+            raise ValueError(f"the mask must be numeric or boolean, got dtype {keep.dtype}.")
+        keep = np.isfinite(keep) & (keep != 0) if keep.dtype.kind == "f" else keep.astype(bool)
     elif isinstance(method, str):
         if method != "otsu":
             raise ValueError(f"method must be 'otsu' or a threshold in signal units, got {method!r}.")
-        positive = s0[np.isfinite(s0) & (s0 > 0)]
-        if positive.size == 0:
-            raise ValueError("the b=0 image has no positive voxel: cannot make a mask.")
-        # on log S(b=0): background noise and tissue differ by a factor, not an offset
-        keep = s0 > np.exp(otsu_threshold(np.log(positive)))
+        background, threshold = has_background(s0)
+        keep = s0 > threshold if background else np.ones(s0.shape, bool)
     else:
         keep = s0 > float(method)
     valid = np.isfinite(d).all(axis=-1) & (d >= 0).all(axis=-1) & (s0 > 0)

@@ -6,7 +6,8 @@ from scipy import stats
 
 from .model import IVIMParams
 
-__all__ = ["PARAMS", "nrmse", "normalised_bias", "spearman", "cv_across", "region_stats", "markdown_table", "pivot"]
+__all__ = ["PARAMS", "nrmse", "normalised_bias", "spearman", "cv_across", "region_stats", "roi_medians",
+           "AGREEMENT", "check_agreement", "markdown_table", "pivot"]
 
 #: The three IVIM parameters every comparison reports, in order.
 PARAMS = ("Dp", "Dt", "Fp")
@@ -83,6 +84,86 @@ def region_stats(params: IVIMParams, labels, truth: IVIMParams | None = None):
                 row[f"{name}_true"] = float(np.asarray(getattr(truth, name))[inside].mean())
         rows.append(row)
     return rows
+
+
+def roi_medians(params: IVIMParams, labels, names: dict, *, mask=None, reference=None):
+    """Median of each parameter in each named region of interest.
+
+    Medians, not means: small ROIs on real scans hold voxels where a fit hit
+    its bounds, and one such voxel moves a mean far more than a median.
+
+    Parameters
+    ----------
+    params : IVIMParams
+        Estimated maps (Dp, Dt in mm^2/s).
+    labels : array_like of int
+        ROI label per voxel, same shape as the maps.
+    names : dict of int -> str
+        Labels to report and their names, e.g. ``{2: "liver", 4: "spleen"}``.
+    mask : array_like of bool, optional
+        Only voxels inside it count (e.g. the voxels that were fitted).
+    reference : dict, optional
+        Reference maps ``{"D": ..., "f": ...}`` (mm^2/s, fraction): the scan
+        authors' maps or a phantom's truth; their medians are added as
+        ``ref_D`` and ``ref_f``.
+
+    Returns
+    -------
+    list of dict
+        One row per ROI: ``roi``, ``voxels``, ``Dp``, ``Dt``, ``Fp`` (and
+        ``ref_D``, ``ref_f``); NaN for an ROI with no voxel.
+    """
+    labels = np.asarray(labels)
+    keep = np.ones(labels.shape, bool) if mask is None else np.asarray(mask, bool)
+    rows = []
+    for label, name in names.items():
+        inside = (labels == label) & keep
+        row = {"roi": name, "voxels": int(inside.sum())}
+
+        def median(a):
+            return float(np.median(np.asarray(a)[inside])) if inside.any() else float("nan")
+
+        row.update({p: median(getattr(params, p)) for p in PARAMS})
+        if reference is not None:
+            row.update(ref_D=median(reference["D"]), ref_f=median(reference["f"]))
+        rows.append(row)
+    return rows
+
+
+#: How close ROI medians must come to a reference (the scan authors' maps or a phantom's truth) for
+#: a fit of a real scan to count as right: Dt within a relative tolerance of the reference D, liver Fp
+#: within an absolute tolerance of the reference f, and liver above spleen in Fp (the organ contrast,
+#: liver about 0.2-0.3, spleen about 0.05-0.1 in the literature).
+AGREEMENT = {"Dt_liver": 0.25, "Dt_spleen": 0.35, "Fp_liver": 0.10, "Fp_liver_minus_spleen": 0.08}
+
+
+def check_agreement(rows):
+    """Check ``roi_medians`` rows (with a reference) against ``AGREEMENT``.
+
+    Returns
+    -------
+    list of dict
+        One per check: ``check``, ``value``, ``limit`` (text) and ``ok``.
+    """
+    by = {r["roi"]: r for r in rows}
+    for organ in ("liver", "spleen"):
+        if organ not in by or "ref_D" not in by[organ]:
+            raise ValueError(f"check_agreement needs rows for liver and spleen with a reference; got {list(by)}.")
+    liver, spleen = by["liver"], by["spleen"]
+    out = []
+    for organ, row in (("liver", liver), ("spleen", spleen)):
+        tol = AGREEMENT[f"Dt_{organ}"]
+        err = abs(row["Dt"] - row["ref_D"]) / row["ref_D"]
+        out.append({"check": f"{organ} Dt vs reference D", "value": err, "limit": f"<= {tol:.0%}",
+                    "ok": bool(err <= tol)})
+    diff = abs(liver["Fp"] - liver["ref_f"])
+    out.append({"check": "liver Fp vs reference f", "value": diff, "limit": f"<= {AGREEMENT['Fp_liver']}",
+                "ok": bool(diff <= AGREEMENT["Fp_liver"])})
+    contrast = liver["Fp"] - spleen["Fp"]
+    out.append({"check": "liver Fp - spleen Fp", "value": contrast,
+                "limit": f">= {AGREEMENT['Fp_liver_minus_spleen']}",
+                "ok": bool(contrast >= AGREEMENT["Fp_liver_minus_spleen"])})
+    return out
 
 
 def markdown_table(rows, columns=None, *, digits=4) -> str:

@@ -7,7 +7,7 @@ import numpy as np
 
 from .model import IVIMParams
 
-__all__ = ["load_dwi", "save_maps", "save_dwi"]
+__all__ = ["load_dwi", "load_mask", "average_directions", "save_maps", "save_dwi"]
 
 
 def _nib():
@@ -67,17 +67,65 @@ def load_dwi(nifti_path, bvals_path, *, average="geometric"):
     rounded = np.round(bvals)
     if not (rounded == 0).any():
         raise ValueError("no b=0 volume: IVIM fitting normalises by S(b=0), so the series needs one.")
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    b_values = np.unique(rounded)
+    dwi, b_values = average_directions(np.asarray(img.dataobj, dtype=np.float32), rounded, average=average)
+    return dwi, b_values, np.asarray(img.affine)
+
+
+def average_directions(data, b_values, *, average="geometric"):
+    r"""Average the volumes that share a b-value (e.g. diffusion directions) into one volume each.
+
+    Parameters
+    ----------
+    data : array_like
+        ``(..., volumes)`` signals.
+    b_values : array_like
+        b-value of each volume in s/mm^2 (rounded to whole s/mm^2 here).
+    average : {"geometric", "arithmetic"}
+        The geometric mean of directions is the trace-weighted image
+        (:math:`S_0 e^{-b\,\mathrm{tr}(D)/3}` for a diffusion tensor); a
+        direction that reads 0 makes it 0. ``"arithmetic"`` gives the mean DWI.
+
+    Returns
+    -------
+    dwi : numpy.ndarray
+        ``(..., n_b)`` float32, b-values increasing.
+    b_values : numpy.ndarray
+        The distinct b-values.
+    """
+    if average not in ("geometric", "arithmetic"):
+        raise ValueError(f"average must be 'geometric' or 'arithmetic', got {average!r}.")
+    data = np.asarray(data, dtype=np.float32)
+    rounded = np.round(np.asarray(b_values, dtype=float))
+    if rounded.shape != data.shape[-1:]:
+        raise ValueError(f"{rounded.size} b-values for {data.shape[-1]} volumes; give one b-value per volume.")
+    b_unique = np.unique(rounded)
     volumes = []
-    for b in b_values:  # a handful of b-values: the loop is over volumes, not voxels
+    for b in b_unique:  # a handful of b-values: the loop is over volumes, not voxels
         group = data[..., rounded == b]
         if average == "geometric":
             with np.errstate(divide="ignore"):
                 volumes.append(np.exp(np.log(np.clip(group, 0, None)).mean(axis=-1)))
         else:
             volumes.append(group.mean(axis=-1))
-    return np.stack(volumes, axis=-1).astype(np.float32), b_values, np.asarray(img.affine)
+    return np.stack(volumes, axis=-1).astype(np.float32), b_unique
+
+
+def load_mask(path):
+    """Read a mask NIfTI as stored (non-zero = inside; ``make_mask`` turns it into voxels to fit).
+
+    A trailing axis of length 1 (a 4-D mask with one volume) is dropped.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"mask not found: {os.fspath(path)!r}.")
+    try:
+        data = np.asarray(_nib().load(os.fspath(path)).dataobj)
+    except Exception as err:
+        raise ValueError(f"cannot read the mask {os.fspath(path)!r} as NIfTI: {err}") from None
+    return data[..., 0] if data.ndim == 4 and data.shape[-1] == 1 else data
 
 
 def save_dwi(dwi, b_values, affine, nifti_path, bvals_path):

@@ -30,6 +30,12 @@ MAP_LIMITS = {"Dp": (0.01, 0.07), "Dt": (0.0, 0.002), "Fp": (0.0, 0.4)}
 UNITS = {"Dp": "mm²/s", "Dt": "mm²/s", "Fp": "fraction", "S0": "a.u."}
 
 
+def _show(ax, image, **kwargs):
+    """Draw a 2-D image ``[x, y]`` as NIfTI viewers do: x to the right, y up. Every image of the
+    collection goes through here, so masks, maps and DWIs of one scan are never turned differently."""
+    return ax.imshow(np.asarray(image, float).T, origin="lower", **kwargs)
+
+
 def save_figure(fig, name: str, folder="figures", *, dpi: int = 110) -> str:
     """Write ``fig`` as ``folder/NAME.png`` (folder created) and return the path.
 
@@ -98,7 +104,7 @@ def plot_b_images(dwi, b_values, *, clim=(0, 1600), ncols: int = 4):
         if k >= len(b):
             ax.axis("off")
             continue
-        im = ax.imshow(dwi[..., k], cmap="gray", clim=clim)
+        im = _show(ax, dwi[..., k], cmap="gray", clim=clim)
         ax.set_title(f"b = {b[k]:g} s/mm²")
     fig.colorbar(im, ax=axes, fraction=0.025, pad=0.02, label="signal (a.u.)")
     fig.suptitle("Simulated diffusion-weighted images")
@@ -120,7 +126,7 @@ def plot_maps(rows: dict, *, limits=None, title=None):
     for r, (label, params) in enumerate(rows.items()):
         for c, name in enumerate(PARAMS):
             ax = axes[r, c]
-            im = ax.imshow(getattr(params, name), cmap="gray", clim=limits[name])
+            im = _show(ax, getattr(params, name), cmap="gray", clim=limits[name])
             ax.set_title(f"{name}, {label}")
             ax.set_xticks([]), ax.set_yticks([])
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=UNITS[name])
@@ -170,11 +176,11 @@ def plot_metric_vs_snr(rows, *, metric="nrmse", ylabel="NRMSE (RMSE / mean truth
     return fig
 
 
-def plot_images(images: dict, *, cmap="gray", title=None):
+def plot_images(images: dict, *, cmap="gray", clim=None, title=None):
     """Show 2-D images side by side (e.g. a b=0 slice and its mask), one colour bar each."""
     fig, axes = plt.subplots(1, len(images), figsize=(4 * len(images), 4), squeeze=False)
     for ax, (label, image) in zip(axes[0], images.items()):
-        im = ax.imshow(np.asarray(image, float).T, cmap=cmap, origin="lower")
+        im = _show(ax, image, cmap=cmap, clim=clim)
         ax.set_title(label)
         ax.set_xticks([]), ax.set_yticks([])
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)

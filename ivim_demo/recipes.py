@@ -4,12 +4,16 @@ from __future__ import annotations
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
+import numpy as np
+
+from .checks import check_b_values, check_signals
 from .model import PARAMETER_BOX, SEED_B_VALUES
 from .networks import IVIMNet, IVIMNetOptim
-from .simulate import training_data
+from .simulate import scan_like_data, training_data
 from .train import train
 
-__all__ = ["RECIPES", "OPTIM_LR", "ABLATION", "seed_network", "train_for_snr", "train_many", "train_jobs"]
+__all__ = ["RECIPES", "OPTIM_LR", "ABLATION", "IN_VIVO_BOX", "SCAN_BATCHES_PER_EPOCH", "seed_network",
+           "train_for_snr", "train_on_scan", "train_many", "train_jobs"]
 
 #: Learning rate of the "optim" recipe. Kaandorp et al. publish 3e-5; with 100k voxels and
 #: epochs of 781 batches that did not converge within 9 minutes on 2 cores, while 1e-3 and 3e-4
@@ -121,6 +125,86 @@ ABLATION = [
     ("+ batch norm, dropout, 2 layers (= optim)", "optim", {}, {}),
     ("supervised", "supervised", {}, {}),
 ]
+
+
+#: Prior of the supervised network for real scans: wide enough for abdominal tissue (Dp and Dt in
+#: mm^2/s, Fp a fraction), unlike the seed's simulation box (Fp 0.1-0.4, Dt up to 0.002).
+IN_VIVO_BOX = {"Dp": (0.005, 0.2), "Dt": (0.0003, 0.005), "Fp": (0.0, 0.7)}
+
+#: Mini-batches per epoch when a network trains on a scan (IVIMNET's in vivo code uses 500): an
+#: epoch, and so early stopping's patience, no longer shrinks with the number of masked voxels.
+SCAN_BATCHES_PER_EPOCH = 500
+
+#: What ``train_on_scan`` builds for each network method.
+SCAN_RECIPES = {
+    "ivimnet": "the seed's IVIMNet trained unsupervised on the scan's voxels; 500 batches per epoch, "
+               "stops on a 10 % validation split",
+    "optim": "IVIMNetOptim trained unsupervised on the scan's voxels; lr 1e-3 (OPTIM_LR), 500 batches per "
+             "epoch, stops on a 10 % validation split",
+    "supervised": "IVIMNetOptim bounded to IN_VIVO_BOX, trained supervised on simulated voxels with the "
+                  "scan's b-values, S(b=0) levels and estimated noise (see train_for_snr)",
+}
+
+
+def _noise_sd(voxels, b_values):
+    """Noise SD in signal units, from least-squares residuals (4 fitted parameters)."""
+    from scipy.stats import chi2
+
+    from .fit import fit_lsq
+    from .quality import residual
+
+    est = fit_lsq(voxels, b_values)
+    ssr = len(b_values) * (residual(voxels, b_values, est) * voxels[..., 0]) ** 2
+    return float(np.sqrt(np.median(ssr) / chi2.median(len(b_values) - 4)))
+
+
+def train_on_scan(voxels, b_values, *, method="ivimnet", seed=0, max_epochs=1000, n_simulated=100_000,
+                  progress=True):
+    """Train a network for one scan: on its own voxels, or on simulations that look like it.
+
+    Parameters
+    ----------
+    voxels : array_like
+        The scan's masked voxels ``(n, n_b)`` (signal units, b = 0 first).
+    b_values : array_like
+        Their b-values in s/mm^2.
+    method : {"ivimnet", "optim", "supervised"}
+        See ``SCAN_RECIPES``. ``"ivimnet"`` and ``"optim"`` learn, unsupervised,
+        from the voxels themselves (as the paper does in vivo);
+        ``"supervised"`` learns from ``n_simulated`` simulated voxels with the
+        scan's b-values, its S(b=0) values and its noise (estimated from
+        least-squares residuals), with parameters uniform in ``IN_VIVO_BOX``.
+    seed : int
+        Seeds the simulation, the weights and the training.
+    max_epochs : int
+    n_simulated : int
+        Simulated training voxels for ``"supervised"``.
+    progress : bool
+
+    Returns
+    -------
+    torch.nn.Module
+        The trained network in eval mode with ``.history`` (dict, with
+        ``recipe``: the method; for ``"supervised"`` also ``noise_sd``, the
+        noise in signal units it was trained for).
+    """
+    if method not in SCAN_RECIPES:
+        raise ValueError(f"method must be one of {list(SCAN_RECIPES)}, got {method!r}.")
+    b = check_b_values(b_values)
+    x = check_signals(voxels, n_b=len(b)).reshape(-1, len(b))
+    options = {"seed": seed, "max_epochs": max_epochs, "progress": progress, "validation_fraction": 0.1}
+    if method == "supervised":
+        sigma = _noise_sd(x, b)
+        signals, params = scan_like_data(n_simulated, b, x[:, 0], sigma, box=IN_VIVO_BOX, seed=seed + 1000)
+        net = IVIMNetOptim(b, bounds=IN_VIVO_BOX, fit_s0=False, dropout=0.0, seed=seed)
+        history = train(net, signals, targets=params, lr_patience=3, **options)
+        net.history = {**history.as_dict(), "recipe": method, "noise_sd": sigma}
+        return net
+    net = IVIMNet(b, seed=seed) if method == "ivimnet" else IVIMNetOptim(b, seed=seed)
+    lr = 1e-3 if method == "ivimnet" else OPTIM_LR
+    history = train(net, x, lr=lr, batches_per_epoch=SCAN_BATCHES_PER_EPOCH, **options)
+    net.history = {**history.as_dict(), "recipe": method}
+    return net
 
 
 def train_jobs(jobs, *, workers=1):

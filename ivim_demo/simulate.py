@@ -13,6 +13,7 @@ __all__ = [
     "phantom",
     "PHANTOM_REGIONS",
     "phantom_regions",
+    "scan_like_data",
 ]
 
 #: The seed's three phantom regions: S0 (signal units), Dp, Dt (mm^2/s), Fp.
@@ -63,7 +64,7 @@ def add_rician_noise(signals, sigma, rng):
     return np.hypot(real, imag)
 
 
-def sample_params(n, *, box=None, seed=0) -> IVIMParams:
+def sample_params(n, *, box=None, log=(), seed=0) -> IVIMParams:
     """Draw ``n`` parameter sets uniformly from a box (S0 = 1).
 
     Parameters
@@ -73,6 +74,10 @@ def sample_params(n, *, box=None, seed=0) -> IVIMParams:
     box : dict, optional
         ``{"Dp": (lo, hi), "Dt": (lo, hi), "Fp": (lo, hi)}`` in mm^2/s and
         fraction; default ``PARAMETER_BOX``.
+    log : tuple of str
+        Parameters among ``"Dp"``, ``"Dt"`` drawn log-uniformly (uniform in
+        log D: as many values per factor of 2 at the low end as at the high
+        end), the others uniformly. Default: all uniform, as the seed.
     seed : int or numpy.random.Generator
 
     Returns
@@ -82,8 +87,14 @@ def sample_params(n, *, box=None, seed=0) -> IVIMParams:
     """
     n = _check_n(n)
     box = _check_box(PARAMETER_BOX if box is None else box)
+    unknown = set(log) - {"Dp", "Dt"}
+    if unknown:
+        raise ValueError(f"log names the diffusion coefficients to draw log-uniformly ('Dp', 'Dt'); got {sorted(unknown)}.")
+    if any(box[k][0] <= 0 for k in log):
+        raise ValueError(f"a log-uniform range needs a lower end > 0; got {({k: box[k] for k in log})}.")
     rng = _rng(seed)
-    draws = {k: rng.uniform(*box[k], size=n) for k in ("Dp", "Dt", "Fp")}
+    draws = {k: (np.exp(rng.uniform(*np.log(box[k]), size=n)) if k in log else rng.uniform(*box[k], size=n))
+             for k in ("Dp", "Dt", "Fp")}
     return IVIMParams(draws["Dp"], draws["Dt"], draws["Fp"], np.ones(n))
 
 
@@ -185,3 +196,48 @@ def _check_n(n) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a whole number >= 1, got {n!r}.")
     return int(n)
+
+
+def scan_like_data(n, b_values, s0, sigma, *, box=None, log=(), seed=0):
+    """Simulate training voxels that look like one scan: its b-values, S(b=0) levels and noise.
+
+    Parameters are uniform in ``box``; each voxel's S0 is drawn (with
+    replacement) from ``s0``, the measured S(b=0) of the scan's voxels, and
+    Rician noise of standard deviation ``sigma`` (signal units, the scan's
+    noise) is added at every b-value. So the simulated voxels have the scan's
+    spread of SNRs, from its darkest to its brightest tissue.
+
+    Parameters
+    ----------
+    n : int
+        Number of voxels.
+    b_values : array_like
+        The scan's b-values in s/mm^2, starting at 0.
+    s0 : array_like
+        S(b=0) values to draw from (signal units), > 0.
+    sigma : float
+        Noise standard deviation in signal units, >= 0.
+    box : dict, optional
+        Parameter ranges, see ``sample_params``.
+    log : tuple of str
+        Parameters drawn log-uniformly, see ``sample_params``.
+    seed : int or numpy.random.Generator
+
+    Returns
+    -------
+    signals : numpy.ndarray
+        Shape ``(n, n_b)``.
+    params : IVIMParams
+        True parameters, arrays of shape ``(n,)`` (S0 in signal units).
+    """
+    b = check_b_values(b_values)
+    levels = np.ravel(np.asarray(s0, dtype=float))
+    if levels.size == 0 or not np.all(np.isfinite(levels)) or levels.min() <= 0:
+        raise ValueError("s0 must be a non-empty set of finite S(b=0) values > 0 (the scan's masked voxels).")
+    if not np.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"sigma must be finite and >= 0 (signal units), got {sigma!r}.")
+    rng = _rng(seed)
+    p = sample_params(n, box=box, log=log, seed=rng)
+    p = p._replace(S0=rng.choice(levels, size=len(p.Dp)))
+    clean = ivim(b, *(v[:, None] for v in p))
+    return add_rician_noise(clean, sigma, rng), p

@@ -1,7 +1,8 @@
-"""Fitting a whole image: masked voxels in, full-size maps out."""
+"""Fitting a whole image: masked voxels in, full-size maps, residuals and warnings out."""
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -9,22 +10,73 @@ from .checks import check_b_values, check_signals
 from .fit import estimate_sigma, fit_bayes, fit_lsq, fit_segmented
 from .infer import predict
 from .model import IVIMParams
-from .networks import IVIMNet, acquisition_matches
-from .train import train
+from .networks import acquisition_matches
+from .quality import quality_measures, quality_warnings, residual
+from .recipes import train_on_scan
 
-__all__ = ["METHODS", "fit_volume"]
+__all__ = ["METHODS", "NETWORK_METHODS", "VolumeFit", "fit_volume", "method_of"]
 
+#: Network methods: trained for the scan (see ``train_on_scan``) unless a trained network is given.
+NETWORK_METHODS = ("ivimnet", "optim", "supervised")
 #: Methods ``fit_volume`` (and the command line) accept.
-METHODS = ("ivimnet", "lsq", "segmented", "bayes")
+METHODS = NETWORK_METHODS + ("lsq", "segmented", "bayes")
 
 
-def fit_volume(dwi, b_values, mask, *, method="ivimnet", net=None, sigma=None, seed=0, max_epochs=1000,
-               progress=True):
-    """Fit IVIM to the masked voxels of an image.
+class VolumeFit(NamedTuple):
+    """What ``fit_volume`` returns.
 
-    Exactly the voxels in ``mask`` are fitted, and for ``ivimnet`` without a
-    ``net`` the network is first trained, unsupervised, on those same voxels
-    (as the paper does in vivo): training and inference see the same voxels.
+    Attributes
+    ----------
+    maps : IVIMParams
+        Dp, Dt (mm^2/s), Fp, S0 (signal units), each shaped like the image
+        without its b-value axis; 0 outside the mask.
+    residual : numpy.ndarray
+        RMS fit residual relative to S(b=0) (see ``quality.residual``); 0
+        outside the mask.
+    info : dict
+        ``method``, ``voxels``, ``fit_seconds``, ``residual_median``,
+        ``warnings`` (list of str, empty when nothing is wrong), ``quality``
+        (what the warnings judge, see ``quality_measures``; not for ``lsq``)
+        and, where they apply, ``train_seconds``, ``epochs``, ``best_epoch``, ``sigma``,
+        ``noise_sd``, ``network``.
+    net : torch.nn.Module or None
+        The network used (trained here or given); None for classical fits.
+    """
+
+    maps: IVIMParams
+    residual: np.ndarray
+    info: dict
+    net: object
+
+
+def method_of(net) -> str:
+    """The network method a trained network was made with (recorded by ``train_on_scan``), else
+    ``"ivimnet"`` for the seed's ``IVIMNet`` and ``"optim"`` for other networks."""
+    recipe = (getattr(net, "history", None) or {}).get("recipe")
+    if recipe in NETWORK_METHODS:
+        return recipe
+    return "ivimnet" if type(net).__name__ == "IVIMNet" else "optim"
+
+
+def _unmask(values, mask):
+    full = np.zeros(mask.shape)
+    full[mask] = values
+    return full
+
+
+def fit_volume(dwi, b_values, mask, *, method="supervised", net=None, sigma=None, seed=0, max_epochs=1000,
+               progress=True) -> VolumeFit:
+    """Fit IVIM to the masked voxels of an image and check the result.
+
+    Exactly the voxels in ``mask`` are fitted. A network method without a
+    ``net`` first trains one for this scan (``train_on_scan``): ``ivimnet``
+    and ``optim`` on the masked voxels themselves (unsupervised, as the paper
+    does in vivo: training and inference see the same voxels), ``supervised``
+    on simulations with the scan's b-values, S(b=0) levels and noise.
+
+    Every method's fit is then judged against least squares on the same
+    voxels (``quality_warnings``): a flat Fp map (a collapsed network) or a
+    residual clearly above least squares' is reported in ``info["warnings"]``.
 
     Parameters
     ----------
@@ -34,28 +86,23 @@ def fit_volume(dwi, b_values, mask, *, method="ivimnet", net=None, sigma=None, s
         b-values in s/mm^2.
     mask : array_like of bool
         Voxels to fit, shaped ``dwi.shape[:-1]`` (see ``make_mask``).
-    method : {"ivimnet", "lsq", "segmented", "bayes"}
-    net : IVIMNet, optional
-        A trained network; it must have been trained on these b-values.
+    method : {"supervised", "ivimnet", "optim", "lsq", "segmented", "bayes"}
+    net : torch.nn.Module, optional
+        A trained network for a network method; it must have been trained on
+        these b-values.
     sigma : float, optional
         Noise relative to S(b=0) for ``bayes``; estimated from LSQ residuals
         when not given.
     seed : int
-        Seeds the network's initialisation and training.
+        Seeds the network's simulation, initialisation and training.
     max_epochs : int
-        Training limit for ``ivimnet`` without ``net``.
+        Training limit for a network method without ``net``.
     progress : bool
         Progress bar while training.
 
     Returns
     -------
-    maps : IVIMParams
-        Each ``dwi.shape[:-1]``; 0 outside the mask.
-    info : dict
-        ``method``, ``voxels``, ``fit_seconds`` and, where they apply,
-        ``train_seconds``, ``epochs``, ``sigma``.
-    net : IVIMNet or None
-        The network used (trained here or given).
+    VolumeFit
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
@@ -68,19 +115,21 @@ def fit_volume(dwi, b_values, mask, *, method="ivimnet", net=None, sigma=None, s
         raise ValueError("the mask is empty: no voxel to fit.")
     voxels = check_signals(d[m], n_b=len(b))
     info = {"method": method, "voxels": int(m.sum())}
-    start = time.perf_counter()
-    if method == "ivimnet":
+    if method in NETWORK_METHODS:
         if net is None:
-            net = IVIMNet(b, seed=seed)
-            history = train(net, voxels, seed=seed, max_epochs=max_epochs, progress=progress)
-            info.update(train_seconds=history.seconds, epochs=history.epochs, best_epoch=history.best_epoch)
-            net.history = history.as_dict()
+            net = train_on_scan(voxels, b, method=method, seed=seed, max_epochs=max_epochs, progress=progress)
+            h = net.history
+            info.update(train_seconds=h["seconds"], epochs=h["epochs"], best_epoch=h["best_epoch"])
+            if "noise_sd" in h:
+                info["noise_sd"] = h["noise_sd"]
         elif not acquisition_matches(net, b):
             raise ValueError(
                 f"the model was trained on b-values {net.b_values.tolist()} but this data has "
                 f"{b.tolist()} s/mm^2; train a new model on this data (omit --model)."
             )
-        start = time.perf_counter()
+        info["network"] = type(net).__name__
+    start = time.perf_counter()
+    if method in NETWORK_METHODS:
         est = predict(net, voxels, b_values=b)
     elif method == "lsq":
         est = fit_lsq(voxels, b)
@@ -91,9 +140,13 @@ def fit_volume(dwi, b_values, mask, *, method="ivimnet", net=None, sigma=None, s
         info["sigma"] = float(sigma)
         est = fit_bayes(voxels, b, sigma=sigma)
     info["fit_seconds"] = time.perf_counter() - start
-    maps = []
-    for values in est:
-        full = np.zeros(m.shape)
-        full[m] = values
-        maps.append(full)
-    return IVIMParams(*maps), info, (net if method == "ivimnet" else None)
+    res = residual(voxels, b, est)
+    lsq = est if method == "lsq" else fit_lsq(voxels, b)
+    info["residual_median"] = float(np.median(res))
+    if method == "lsq":
+        info["warnings"] = []
+    else:
+        info["quality"] = quality_measures(est, res, lsq, residual(voxels, b, lsq))
+        info["warnings"] = quality_warnings(method, info["quality"])
+    maps = IVIMParams(*(_unmask(values, m) for values in est))
+    return VolumeFit(maps, _unmask(res, m), info, net if method in NETWORK_METHODS else None)

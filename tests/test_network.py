@@ -97,7 +97,9 @@ def test_predict_applies_swap_guard_to_a_swapped_network():
         last = net.encoder[-1]
         last.weight.zero_()
         last.bias.copy_(torch.tensor([0.001, 0.04, 0.75]))
-    est = iv.predict(net, iv.training_data(10, seed=0)[0])
+    signals = iv.training_data(10, seed=0)[0]
+    iv.decide_labelling(net, signals)  # train() does this once, on the training signals
+    est = iv.predict(net, signals)
     np.testing.assert_allclose(est.Dp, 0.04, rtol=1e-6)
     np.testing.assert_allclose(est.Dt, 0.001, rtol=1e-5)
     np.testing.assert_allclose(est.Fp, 0.25, rtol=1e-6)

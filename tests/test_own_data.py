@@ -88,7 +88,7 @@ def test_mask_excludes_and_counts_invalid_voxels():
     assert mask.sum() == (ph.labels > 0).sum() - 3
     # Otsu on the b=0 image separates body from air
     assert (iv.make_mask(ph.dwi) == (ph.labels > 0)).mean() > 0.99
-    maps, _, _ = iv.fit_volume(dwi, B, mask, method="segmented")
+    maps = iv.fit_volume(dwi, B, mask, method="segmented").maps
     assert np.isfinite(np.stack(maps)).all()  # no NaN anywhere: excluded voxels are 0
     assert maps.Dt[tuple(body[0])] == 0
 
@@ -152,7 +152,8 @@ def test_cli_ivimnet_with_a_trained_model(scan, tmp_path, trained_net):
     out = tmp_path / "net"
     assert _cli("fit", folder / "dwi.nii.gz", "--bvals", folder / "dwi.bval", "--out", out, "--model", model,
                 "--no-progress") == 0
-    assert not (out / "ivimnet.pt").exists()  # the given model is used, not retrained
+    assert not list(out.glob("*.pt"))  # the given model is used, not retrained
+    assert json.loads((out / "summary.json").read_text())["method"] == "ivimnet"  # read off the model
     errs = _median_errors(out, ph, ["Dt", "Fp"])
     # the seed net after a short training on the box: Dt within 20 % in all three tissues, Fp within
     # 25 % in liver and pancreas; kidney cortex (Dt 1.9e-3, at the box's edge) is left out for Fp
@@ -166,7 +167,7 @@ def test_cli_trains_on_the_data_reproducibly(scan, tmp_path):
     for run in ("a", "b"):
         out = tmp_path / run
         assert _cli("fit", folder / "dwi.nii.gz", "--bvals", folder / "dwi.bval", "--out", out,
-                    "--seed", 3, "--max-epochs", 5, "--no-progress") == 0
+                    "--method", "ivimnet", "--seed", 3, "--max-epochs", 5, "--no-progress") == 0
         summary = json.loads((out / "summary.json").read_text())
         assert summary["epochs"] == 5 and summary["voxels"] == int((ph.labels > 0).sum())
         assert iv.load_model(out / "ivimnet.pt").settings()["b_values"] == B.tolist()

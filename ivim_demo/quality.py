@@ -1,0 +1,126 @@
+"""Is a fit to be trusted? Residuals, and the checks that flag a collapsed or poor map.
+
+A network that collapsed returns a map that *looks* like a map: smooth, in
+range, plausible. Two numbers give it away, both measured against least
+squares on the same voxels: the spread of its Fp map (a collapsed network
+gives nearly one value everywhere) and how well its parameters explain the
+measured signals (the residual).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .checks import check_b_values
+from .model import IVIMParams, ivim
+
+__all__ = ["residual", "spread", "quality_measures", "quality_warnings", "FLAT_FRACTION", "FLAT_ABSOLUTE",
+           "RESIDUAL_RATIO", "DT_RATIO"]
+
+#: An Fp map is *flat* when its 5th-95th percentile spread is below this fraction of least squares'
+#: spread on the same voxels ...
+FLAT_FRACTION = 0.2
+#: ... or below this absolute spread (Fp units), whatever least squares says.
+FLAT_ABSOLUTE = 0.02
+#: A method's residual is *clearly worse* than least squares' when its median residual is above this
+#: multiple of least squares' median residual on the same voxels. Least squares minimises the
+#: residual, so every other estimator is somewhat above it (a good one by ~10-40 % at the SNR of
+#: abdominal scans); a collapsed network is far above.
+RESIDUAL_RATIO = 1.5
+#: A method's median Dt over the mask *disagrees* with least squares' when their ratio is above this
+#: factor or below its inverse. The median over thousands of voxels is robust to least squares'
+#: noisy voxels, so a large gap is a bias of the method, not noise.
+DT_RATIO = 1.3
+
+
+def residual(signals, b_values, params: IVIMParams) -> np.ndarray:
+    """Root-mean-square fit residual of each voxel, relative to its measured S(b=0).
+
+    .. math:: r = \\frac{1}{S(0)} \\sqrt{\\frac{1}{n_b} \\sum_b \\left(S(b) -
+        S_0 [F_p e^{-b D_p} + (1 - F_p) e^{-b D_t}]\\right)^2}
+
+    with S(0) the measured b = 0 signal and S0 the estimate's (fitted or
+    measured) S0. A fit that explains the signal down to the noise has
+    ``r`` of about the noise level relative to S(b=0) (1 / SNR).
+
+    Parameters
+    ----------
+    signals : array_like
+        ``(..., n_b)`` measured signals, b = 0 first, S(b=0) > 0.
+    b_values : array_like
+        b-values in s/mm^2.
+    params : IVIMParams
+        Estimates shaped ``signals.shape[:-1]`` (Dp, Dt in mm^2/s, S0 in
+        signal units).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shaped ``signals.shape[:-1]``; dimensionless.
+    """
+    b = check_b_values(b_values)
+    s = np.asarray(signals, dtype=float)
+    model = ivim(b, *(np.asarray(p, dtype=float)[..., None] for p in params))
+    return np.sqrt(np.mean((s - model) ** 2, axis=-1)) / s[..., 0]
+
+
+def spread(values) -> float:
+    """5th-95th percentile range of the finite values (0 when there are none)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0
+    low, high = np.percentile(v, [5, 95])
+    return float(high - low)
+
+
+def quality_measures(params: IVIMParams, res, lsq: IVIMParams, lsq_res) -> dict:
+    """The numbers ``quality_warnings`` judges: a method's fit against least squares on the same voxels.
+
+    Returns
+    -------
+    dict
+        ``finite`` (bool), ``fp_spread`` and ``fp_spread_lsq`` (5-95th
+        percentile range of Fp), ``residual_median`` and
+        ``residual_median_lsq``, ``dt_median_ratio`` (median Dt / least
+        squares' median Dt).
+    """
+    return {
+        "finite": bool(np.all(np.isfinite(np.stack([np.asarray(p, float) for p in params])))),
+        "fp_spread": spread(params.Fp), "fp_spread_lsq": spread(lsq.Fp),
+        "residual_median": float(np.nanmedian(res)), "residual_median_lsq": float(np.nanmedian(lsq_res)),
+        "dt_median_ratio": float(np.nanmedian(params.Dt) / max(np.nanmedian(lsq.Dt), 1e-12)),
+    }
+
+
+def quality_warnings(method: str, measures: dict) -> list:
+    """Warnings about one method's fit, from its ``quality_measures``.
+
+    Parameters
+    ----------
+    method : str
+        The method's name, used in the messages.
+    measures : dict
+        What ``quality_measures`` returned for it.
+
+    Returns
+    -------
+    list of str
+        Empty when nothing is wrong; otherwise one sentence per problem,
+        naming the method, the numbers and what to do.
+    """
+    q, out = measures, []
+    if not q["finite"]:
+        out.append(f"{method}: the maps contain NaN or inf; do not use them (check the input and the model).")
+    if q["fp_spread"] < max(FLAT_ABSOLUTE, FLAT_FRACTION * q["fp_spread_lsq"]):
+        out.append(f"{method}: the Fp map is flat (5-95th percentile spread {q['fp_spread']:.3f}, least squares "
+                   f"{q['fp_spread_lsq']:.3f} on the same voxels); the fit has likely collapsed: do not use it, "
+                   "try another seed or method.")
+    if q["residual_median"] > RESIDUAL_RATIO * q["residual_median_lsq"]:
+        out.append(f"{method}: the median residual {q['residual_median']:.4f} is "
+                   f"{q['residual_median'] / q['residual_median_lsq']:.1f}x that of least squares "
+                   f"({q['residual_median_lsq']:.4f}) on the same voxels; its parameters explain the signal poorly.")
+    ratio = q["dt_median_ratio"]
+    if not 1 / DT_RATIO <= ratio <= DT_RATIO:
+        out.append(f"{method}: the median Dt is {ratio:.2f}x that of least squares on the same voxels; one of "
+                   "the two is biased: compare the maps before using either.")
+    return out
