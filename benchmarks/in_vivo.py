@@ -66,8 +66,8 @@ def main():
         for row in pool.map(run, jobs):
             rows.append(row)
             print(f"{row['dataset']:11s} {row['method']:10s} seed {row['seed']}: "
-                  f"{'pass' if row['passed'] else 'FAIL'}  warnings {len(row['warnings'])}  "
-                  f"{row['seconds']:.0f} s", flush=True)
+                  f"{'pass' if row['passed'] else 'FAIL'}  {row['seconds']:.0f} s  "
+                  f"{[round(c['value'], 3) for c in row['checks']]}  {row['quality']}  {row['warnings']}", flush=True)
     rows.sort(key=lambda r: (DATASETS.index(r["dataset"]), iv.METHODS.index(r["method"]), r["seed"] or 0))
     result = {"date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores "
               f"({platform.machine()}, torch {__import__('torch').__version__})", "quick": args.quick,

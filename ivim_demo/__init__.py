@@ -41,6 +41,7 @@ from .quality import quality_measures, quality_warnings, residual
 from .recipes import (
     ABLATION,
     IN_VIVO_BOX,
+    IN_VIVO_LOG,
     OPTIM_LR,
     RECIPES,
     seed_network,

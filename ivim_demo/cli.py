@@ -126,14 +126,15 @@ def main(argv=None) -> int:
         _publish(staging, args.out)
         staging = None
     except ValueError as err:  # bad input: one line, no traceback
-        print(f"error: {err}", file=sys.stderr)
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: nothing was written (previous outputs, if any, are unchanged)", file=sys.stderr)
         return 130
     except OSError as err:
-        print(f"error: cannot write the outputs ({err.strerror or err}); previous outputs, if any, are "
-              "unchanged. Free disk space or choose another --out.", file=sys.stderr)
+        reason = " ".join(str(err.strerror or err).split())
+        print(f"error: cannot write the outputs ({reason}); previous outputs, if any, are unchanged. "
+              "Free disk space or choose another --out.", file=sys.stderr)
         return 2
     finally:
         if staging is not None:

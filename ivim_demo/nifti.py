@@ -64,10 +64,23 @@ def load_dwi(nifti_path, bvals_path, *, average="geometric"):
         )
     if not np.all(np.isfinite(bvals)) or (bvals < 0).any():
         raise ValueError(f"b-values must be finite and >= 0 s/mm^2, got {bvals.tolist()}.")
+    if not 5 <= bvals.max() <= 10_000:
+        raise ValueError(
+            f"the largest b-value is {bvals.max():g}; IVIM b-values are in s/mm^2 (typically up to 500-1000). "
+            "Convert the bvals file to s/mm^2 (from s/m^2 divide by 1e6, from ms/um^2 multiply by 1000)."
+        )
     rounded = np.round(bvals)
     if not (rounded == 0).any():
         raise ValueError("no b=0 volume: IVIM fitting normalises by S(b=0), so the series needs one.")
-    dwi, b_values = average_directions(np.asarray(img.dataobj, dtype=np.float32), rounded, average=average)
+    if np.iscomplexobj(np.empty(0, dtype=img.get_data_dtype())):
+        raise ValueError(f"{os.fspath(nifti_path)!r} holds complex values; IVIM fits magnitude images: "
+                         "save the magnitude (abs) of the data and fit that.")
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as err:  # truncated or corrupt file: the header read fine, the data do not
+        raise ValueError(f"cannot read the image data of {os.fspath(nifti_path)!r} (truncated or corrupt?): "
+                         f"{err}") from None
+    dwi, b_values = average_directions(data, rounded, average=average)
     return dwi, b_values, np.asarray(img.affine)
 
 
@@ -84,6 +97,9 @@ def average_directions(data, b_values, *, average="geometric"):
         The geometric mean of directions is the trace-weighted image
         (:math:`S_0 e^{-b\,\mathrm{tr}(D)/3}` for a diffusion tensor); a
         direction that reads 0 makes it 0. ``"arithmetic"`` gives the mean DWI.
+        Either way a voxel with a negative or NaN value in any of the
+        volumes averaged gets NaN there (not a clipped value), so that
+        ``make_mask`` excludes and counts it.
 
     Returns
     -------
@@ -103,10 +119,11 @@ def average_directions(data, b_values, *, average="geometric"):
     for b in b_unique:  # a handful of b-values: the loop is over volumes, not voxels
         group = data[..., rounded == b]
         if average == "geometric":
-            with np.errstate(divide="ignore"):
-                volumes.append(np.exp(np.log(np.clip(group, 0, None)).mean(axis=-1)))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mean = np.exp(np.log(np.clip(group, 0, None)).mean(axis=-1))
         else:
-            volumes.append(group.mean(axis=-1))
+            mean = group.mean(axis=-1)
+        volumes.append(np.where((group >= 0).all(axis=-1), mean, np.nan))  # NaN and < 0 fail ">= 0"
     return np.stack(volumes, axis=-1).astype(np.float32), b_unique
 
 

@@ -85,6 +85,37 @@ def _speed(s):
     return head + markdown_table(rows)
 
 
+def _span(values, scale=1.0, digits=2):
+    """One value, or the min-max over training seeds."""
+    v = sorted(x * scale for x in values)
+    return f"{v[0]:.{digits}f}" if v[0] == v[-1] or len(v) == 1 else f"{v[0]:.{digits}f}-{v[-1]:.{digits}f}"
+
+
+def _in_vivo(result):
+    rows, out = result["rows"], []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        runs = [r for r in rows if r["dataset"] == dataset]
+        ref = {x["roi"]: x for x in runs[0]["rois"]}
+        out.append({"scan": dataset, "method": "reference" if dataset != "phantom" else "truth",
+                    "liver Dt": _span([ref["liver"]["ref_D"]], 1e3), "spleen Dt": _span([ref["spleen"]["ref_D"]], 1e3),
+                    "liver Fp": _span([ref["liver"]["ref_f"]]), "spleen Fp": _span([ref["spleen"]["ref_f"]]),
+                    "passed": "", "warned": ""})
+        for method in dict.fromkeys(r["method"] for r in runs):
+            mine = [r for r in runs if r["method"] == method]
+            roi = [{x["roi"]: x for x in r["rois"]} for r in mine]
+            out.append({"scan": dataset, "method": method,
+                        "liver Dt": _span([x["liver"]["Dt"] for x in roi], 1e3),
+                        "spleen Dt": _span([x["spleen"]["Dt"] for x in roi], 1e3),
+                        "liver Fp": _span([x["liver"]["Fp"] for x in roi]),
+                        "spleen Fp": _span([x["spleen"]["Fp"] for x in roi]),
+                        "passed": f"{sum(r['passed'] for r in mine)}/{len(mine)}",
+                        "warned": f"{sum(bool(r['warnings']) for r in mine)}/{len(mine)}"})
+    head = (f"Measured {result['date']} on {result['machine']}. Dt in 10⁻³ mm²/s (ROI medians; networks: "
+            "min-max over training seeds 0, 1, 2). *passed*: runs meeting all four checks of "
+            "`iv.check_agreement`; *warned*: runs whose fit raised a quality warning.\n\n")
+    return head + markdown_table(out)
+
+
 def render(root=ROOT):
     """Table name -> Markdown, for every result file present."""
     tables = {}
@@ -96,6 +127,9 @@ def render(root=ROOT):
                                   ("targets", _targets, root / "benchmarks" / "results" / "targets.json")):
         if path.is_file():
             tables[name] = render_fn(json.loads(path.read_text()))
+    in_vivo = root / "benchmarks" / "results" / "in_vivo.json"
+    if in_vivo.is_file():
+        tables["in_vivo"] = _in_vivo(json.loads(in_vivo.read_text()))
     speed = root / "benchmarks" / "results" / "speed.json"
     if speed.is_file():
         tables["speed"] = _speed(json.loads(speed.read_text()))

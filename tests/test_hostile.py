@@ -1,0 +1,129 @@
+"""What a hostile run of the command line found, kept from coming back: every failure is one line and
+exit 2 (130 for Ctrl-C), and a failed run leaves no partial outputs and the previous ones untouched."""
+import errno
+import gzip
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import ivim_demo as iv
+from ivim_demo.cli import main as cli
+
+
+@pytest.fixture()
+def scan(tmp_path):
+    ex = iv.phantom_example(shape=(16, 16, 1), directions=2, seed=8)
+    ph = iv.anatomical_phantom((16, 16, 1), directions=2, seed=8)
+    iv.save_dwi(ph.dwi, ph.b_values, np.eye(4), tmp_path / "d.nii.gz", tmp_path / "d.bval")
+    return tmp_path, ph, ex
+
+
+def _run(capsys, *args):
+    code = cli([str(a) for a in args])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def _one_line_error(code, err, *words):
+    assert code == 2, err
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    for w in words:
+        assert w in err, err
+
+
+def test_truncated_image_is_one_line(scan, capsys):
+    folder, _, _ = scan
+    data = (folder / "d.nii.gz").read_bytes()
+    for name, payload in (("t.nii.gz", data[: len(data) // 2]), ("t.nii", gzip.decompress(data)[:2000])):
+        (folder / name).write_bytes(payload)
+        code, err = _run(capsys, "fit", folder / name, "--bvals", folder / "d.bval", "--out", folder / "o")
+        _one_line_error(code, err, name)
+        assert not (folder / "o").exists()
+
+
+def test_mask_that_is_not_nifti_is_one_line(scan, capsys):
+    folder, _, _ = scan
+    (folder / "mask.nii.gz").write_text("not an image")
+    code, err = _run(capsys, "fit", folder / "d.nii.gz", "--bvals", folder / "d.bval", "--mask",
+                     folder / "mask.nii.gz", "--out", folder / "o", "--method", "lsq")
+    _one_line_error(code, err, "mask")
+
+
+@pytest.mark.parametrize("factor", [1e6, 1e-3])
+def test_b_values_in_other_units_are_refused(scan, capsys, factor):
+    folder, ph, _ = scan
+    (folder / "x.bval").write_text(" ".join(f"{b * factor:g}" for b in ph.b_values))
+    code, err = _run(capsys, "fit", folder / "d.nii.gz", "--bvals", folder / "x.bval", "--out", folder / "o",
+                     "--method", "lsq")
+    _one_line_error(code, err, "s/mm^2")
+
+
+def test_complex_image_is_refused(scan, capsys):
+    folder, ph, _ = scan
+    nib.save(nib.Nifti1Image(ph.dwi.astype(np.complex64), np.eye(4)), folder / "c.nii.gz")
+    code, err = _run(capsys, "fit", folder / "c.nii.gz", "--bvals", folder / "d.bval", "--out", folder / "o")
+    _one_line_error(code, err, "complex", "magnitude")
+
+
+def test_negative_value_in_one_direction_excludes_and_counts_the_voxel(scan, capsys):
+    folder, ph, _ = scan
+    dwi = ph.dwi.copy()
+    body = np.argwhere(ph.labels > 0)[:3]
+    for k, (x, y, z) in enumerate(body):
+        dwi[x, y, z, 1 + k] = -3.0  # one direction of one b-value
+    iv.save_dwi(dwi, ph.b_values, np.eye(4), folder / "n.nii.gz", folder / "n.bval")
+    code, err = _run(capsys, "fit", folder / "n.nii.gz", "--bvals", folder / "n.bval", "--out", folder / "o",
+                     "--method", "lsq", "--mask", _mask(folder, ph.labels > 0))
+    assert code == 0 and "3 voxel(s) in the mask excluded" in err
+    summary = json.loads((folder / "o" / "summary.json").read_text())
+    assert summary["excluded_voxels"] == 3 and summary["voxels"] == int((ph.labels > 0).sum()) - 3
+    fp = nib.load(folder / "o" / "Fp.nii.gz").get_fdata()
+    assert all(fp[tuple(v)] == 0 for v in body)
+
+
+def _mask(folder, mask):
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), np.eye(4)), folder / "m.nii.gz")
+    return folder / "m.nii.gz"
+
+
+def test_ctrl_c_exits_130_and_writes_nothing(scan, capsys, monkeypatch):
+    folder, _, _ = scan
+    out = folder / "o"
+    assert cli(["fit", str(folder / "d.nii.gz"), "--bvals", str(folder / "d.bval"), "--out", str(out),
+                "--method", "lsq"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(iv.plots, "save_figure", interrupted)  # while writing the outputs
+    code, err = _run(capsys, "fit", folder / "d.nii.gz", "--bvals", folder / "d.bval", "--out", out,
+                     "--method", "segmented")
+    assert code == 130 and len(err.splitlines()) == 1 and "interrupted" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_disk_full_is_one_line_and_leaves_nothing(scan, capsys, monkeypatch):
+    folder, _, _ = scan
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(nib, "save", full)
+    code, err = _run(capsys, "fit", folder / "d.nii.gz", "--bvals", folder / "d.bval", "--out", folder / "o",
+                     "--method", "lsq")
+    _one_line_error(code, err, "No space left on device")
+    assert not (folder / "o").exists() and not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_corrupt_checkpoint_is_one_line(scan, capsys):
+    folder, ph, _ = scan
+    model = iv.save_model(iv.IVIMNet(np.unique(ph.b_values), seed=0), folder / "net.pt")
+    raw = bytearray(model and (folder / "net.pt").read_bytes())
+    (folder / "half.pt").write_bytes(bytes(raw[: len(raw) // 2]))
+    code, err = _run(capsys, "fit", folder / "d.nii.gz", "--bvals", folder / "d.bval", "--out", folder / "o",
+                     "--model", folder / "half.pt")
+    _one_line_error(code, err, "half.pt")
