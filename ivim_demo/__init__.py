@@ -73,6 +73,7 @@ from .simulate import (
     training_data,
 )
 from .train import TrainHistory, device, train
-from .volume import METHODS, NETWORK_METHODS, VolumeFit, fit_volume
+from .methods import CLASSICAL_METHODS, DEFAULT_METHOD, LABELS, METHODS, NETWORK_METHODS
+from .volume import VolumeFit, fit_volume, method_of
 
 __version__ = "0.1.0"

@@ -11,8 +11,7 @@ import shutil
 import sys
 import tempfile
 
-METHODS = ("supervised", "ivimnet", "optim", "lsq", "segmented", "bayes")  # = volume.METHODS (a test checks)
-DEFAULT_METHOD = "supervised"
+from .methods import DEFAULT_METHOD, METHODS, NETWORK_METHODS
 
 USAGE_EXAMPLE = (
     "python -m ivim_demo fit dwi.nii.gz --bvals dwi.bval --out maps/\n"
@@ -86,8 +85,8 @@ def _fit(args, staging):
               "their maps are 0", file=sys.stderr)
     net, method = None, args.method or DEFAULT_METHOD
     if args.model:
-        if args.method is not None and args.method not in volume.NETWORK_METHODS:
-            raise ValueError(f"--model only applies to the network methods {', '.join(volume.NETWORK_METHODS)}.")
+        if args.method is not None and args.method not in NETWORK_METHODS:
+            raise ValueError(f"--model only applies to the network methods {', '.join(NETWORK_METHODS)}.")
         net = checkpoint.load_model(args.model)
         method = args.method or volume.method_of(net)
     fit = volume.fit_volume(dwi, b_values, keep, method=method, net=net, sigma=args.sigma, seed=args.seed,

@@ -5,8 +5,8 @@ import time
 
 import numpy as np
 
-from .fit import fit_bayes, fit_lsq, fit_segmented
 from .infer import predict
+from .methods import CLASSICAL_METHODS, LABELS, classical_fit
 from .metrics import PARAMS, cv_across, normalised_bias, nrmse, spearman
 from .model import SEED_B_VALUES
 from .recipes import ABLATION, train_jobs
@@ -24,13 +24,11 @@ def fit_all(signals, b_values, *, snr, net=None, bayes_grid=(40, 40, 40)):
     seconds : dict of str -> float
         Wall time of each method on these signals (the network: inference only).
     """
-    methods = {
-        "LSQ": lambda: fit_lsq(signals, b_values),
-        "segmented": lambda: fit_segmented(signals, b_values),
-        "Bayes": lambda: fit_bayes(signals, b_values, sigma=1.0 / snr, grid=bayes_grid),
-    }
+    options = {"bayes": {"sigma": 1.0 / snr, "grid": bayes_grid}}
+    methods = {LABELS[m]: (lambda m=m: classical_fit(m)(signals, b_values, **options.get(m, {})))
+               for m in CLASSICAL_METHODS}
     if net is not None:
-        methods = {"IVIM-NET": lambda: predict(net, signals, b_values=b_values), **methods}
+        methods = {LABELS["ivimnet"]: lambda: predict(net, signals, b_values=b_values), **methods}
     estimates, seconds = {}, {}
     for name, run in methods.items():
         start = time.perf_counter()

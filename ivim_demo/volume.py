@@ -7,19 +7,15 @@ from typing import NamedTuple
 import numpy as np
 
 from .checks import check_b_values, check_signals
-from .fit import estimate_sigma, fit_bayes, fit_lsq, fit_segmented
+from .fit import estimate_sigma, fit_lsq
 from .infer import predict
+from .methods import DEFAULT_METHOD, METHODS, NETWORK_METHODS, classical_fit
 from .model import IVIMParams
 from .networks import acquisition_matches
 from .quality import quality_measures, quality_warnings, residual
 from .recipes import train_on_scan
 
 __all__ = ["METHODS", "NETWORK_METHODS", "VolumeFit", "fit_volume", "method_of"]
-
-#: Network methods: trained for the scan (see ``train_on_scan``) unless a trained network is given.
-NETWORK_METHODS = ("ivimnet", "optim", "supervised")
-#: Methods ``fit_volume`` (and the command line) accept.
-METHODS = NETWORK_METHODS + ("lsq", "segmented", "bayes")
 
 
 class VolumeFit(NamedTuple):
@@ -64,7 +60,7 @@ def _unmask(values, mask):
     return full
 
 
-def fit_volume(dwi, b_values, mask, *, method="supervised", net=None, sigma=None, seed=0, max_epochs=1000,
+def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=None, seed=0, max_epochs=1000,
                progress=True) -> VolumeFit:
     """Fit IVIM to the masked voxels of an image and check the result.
 
@@ -87,6 +83,7 @@ def fit_volume(dwi, b_values, mask, *, method="supervised", net=None, sigma=None
     mask : array_like of bool
         Voxels to fit, shaped ``dwi.shape[:-1]`` (see ``make_mask``).
     method : {"supervised", "ivimnet", "optim", "lsq", "segmented", "bayes"}
+        See ``ivim_demo.methods``; default ``DEFAULT_METHOD``.
     net : torch.nn.Module, optional
         A trained network for a network method; it must have been trained on
         these b-values.
@@ -131,14 +128,12 @@ def fit_volume(dwi, b_values, mask, *, method="supervised", net=None, sigma=None
     start = time.perf_counter()
     if method in NETWORK_METHODS:
         est = predict(net, voxels, b_values=b)
-    elif method == "lsq":
-        est = fit_lsq(voxels, b)
-    elif method == "segmented":
-        est = fit_segmented(voxels, b)
-    else:
+    elif method == "bayes":
         sigma = estimate_sigma(voxels, b) if sigma is None else sigma
         info["sigma"] = float(sigma)
-        est = fit_bayes(voxels, b, sigma=sigma)
+        est = classical_fit(method)(voxels, b, sigma=sigma)
+    else:
+        est = classical_fit(method)(voxels, b)
     info["fit_seconds"] = time.perf_counter() - start
     res = residual(voxels, b, est)
     lsq = est if method == "lsq" else fit_lsq(voxels, b)
