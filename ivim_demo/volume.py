@@ -13,7 +13,7 @@ from .methods import DEFAULT_METHOD, METHODS, NETWORK_METHODS, classical_fit
 from .model import IVIMParams
 from .networks import acquisition_matches
 from .quality import quality_measures, quality_warnings, residual
-from .recipes import train_on_scan
+from .recipes import IN_VIVO_BOX, train_on_scan
 
 __all__ = ["METHODS", "NETWORK_METHODS", "VolumeFit", "fit_volume", "method_of"]
 
@@ -89,7 +89,9 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
         these b-values.
     sigma : float, optional
         Noise relative to S(b=0) for ``bayes``; estimated from LSQ residuals
-        when not given.
+        when not given. ``bayes`` uses the uniform prior ``IN_VIVO_BOX`` and
+        this one sigma for every voxel: an approximation for a scan whose
+        voxels differ in S(b=0), and so in relative noise.
     seed : int
         Seeds the network's simulation, initialisation and training.
     max_epochs : int
@@ -131,7 +133,7 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
     elif method == "bayes":
         sigma = estimate_sigma(voxels, b) if sigma is None else sigma
         info["sigma"] = float(sigma)
-        est = classical_fit(method)(voxels, b, sigma=sigma)
+        est = classical_fit(method)(voxels, b, sigma=sigma, prior=IN_VIVO_BOX)
     else:
         est = classical_fit(method)(voxels, b)
     info["fit_seconds"] = time.perf_counter() - start

@@ -40,7 +40,7 @@ EXPECTED = {
     "04_inference_and_plots.ipynb": ([], ["04_maps_vs_truth", "04_estimate_vs_truth"]),
     "05_method_comparison.ipynb": ([], ["05_nrmse_vs_snr", "05_bias_vs_snr", "05_scatter", "05_phantom_all_methods"]),
     "06_beyond_ivimnet.ipynb": ([], ["06_ablation", "06_nrmse_vs_snr", "06_prior_mismatch"]),
-    "07_your_own_data.ipynb": ([], ["07_mask", "07_maps"]),
+    "07_your_own_data.ipynb": (["supervised/Fp.nii.gz"], ["07_mask", "07_maps", "07_residual", "07_phantom_maps"]),
 }
 
 
