@@ -19,7 +19,7 @@ def _nib():
 def load_dwi(nifti_path, bvals_path, *, average="geometric"):
     """Read a 4-D diffusion-weighted NIfTI and its FSL ``bvals`` file.
 
-    Volumes with the same b-value (rounded to a whole s/mm^2), e.g. several
+    Volumes with the same b-value (to the whole s/mm^2), e.g. several
     diffusion directions, are averaged into one volume per b-value, sorted
     by b with b = 0 first. The geometric mean of directions is the
     trace-weighted image (:math:`S_0 e^{-b\\,\\mathrm{tr}(D)/3}` for a
@@ -69,8 +69,7 @@ def load_dwi(nifti_path, bvals_path, *, average="geometric"):
             f"the largest b-value is {bvals.max():g}; IVIM b-values are in s/mm^2 (typically up to 500-1000). "
             "Convert the bvals file to s/mm^2 (from s/m^2 divide by 1e6, from ms/um^2 multiply by 1000)."
         )
-    rounded = np.round(bvals)
-    if not (rounded == 0).any():
+    if not (np.round(bvals) == 0).any():
         raise ValueError("no b=0 volume: IVIM fitting normalises by S(b=0), so the series needs one.")
     if np.iscomplexobj(np.empty(0, dtype=img.get_data_dtype())):
         raise ValueError(f"{os.fspath(nifti_path)!r} holds complex values; IVIM fits magnitude images: "
@@ -80,7 +79,7 @@ def load_dwi(nifti_path, bvals_path, *, average="geometric"):
     except Exception as err:  # truncated or corrupt file: the header read fine, the data do not
         raise ValueError(f"cannot read the image data of {os.fspath(nifti_path)!r} (truncated or corrupt?): "
                          f"{err}") from None
-    dwi, b_values = average_directions(data, rounded, average=average)
+    dwi, b_values = average_directions(data, bvals, average=average)
     return dwi, b_values, np.asarray(img.affine)
 
 
@@ -92,7 +91,9 @@ def average_directions(data, b_values, *, average="geometric"):
     data : array_like
         ``(..., volumes)`` signals.
     b_values : array_like
-        b-value of each volume in s/mm^2 (rounded to whole s/mm^2 here).
+        b-value of each volume in s/mm^2. Volumes whose b-values round to
+        the same whole s/mm^2 are one group (scanners write 999.6 and
+        1000.4 for two directions of one shell).
     average : {"geometric", "arithmetic"}
         The geometric mean of directions is the trace-weighted image
         (:math:`S_0 e^{-b\,\mathrm{tr}(D)/3}` for a diffusion tensor); a
@@ -106,17 +107,20 @@ def average_directions(data, b_values, *, average="geometric"):
     dwi : numpy.ndarray
         ``(..., n_b)`` float32, b-values increasing.
     b_values : numpy.ndarray
-        The distinct b-values.
+        One b-value per group: the mean of its volumes' b-values, kept as
+        they are (not rounded); exactly 0 for the group that rounds to 0.
     """
     if average not in ("geometric", "arithmetic"):
         raise ValueError(f"average must be 'geometric' or 'arithmetic', got {average!r}.")
     data = np.asarray(data, dtype=np.float32)
-    rounded = np.round(np.asarray(b_values, dtype=float))
+    given = np.asarray(b_values, dtype=float)
+    rounded = np.round(given)
     if rounded.shape != data.shape[-1:]:
         raise ValueError(f"{rounded.size} b-values for {data.shape[-1]} volumes; give one b-value per volume.")
-    b_unique = np.unique(rounded)
+    groups = np.unique(rounded)
+    b_unique = np.array([given[rounded == b].mean() if b else 0.0 for b in groups])  # b ~ 0 is the reference
     volumes = []
-    for b in b_unique:  # a handful of b-values: the loop is over volumes, not voxels
+    for b in groups:  # a handful of b-values: the loop is over volumes, not voxels
         group = data[..., rounded == b]
         if average == "geometric":
             with np.errstate(divide="ignore", invalid="ignore"):

@@ -127,3 +127,12 @@ def test_corrupt_checkpoint_is_one_line(scan, capsys):
     code, err = _run(capsys, "fit", folder / "d.nii.gz", "--bvals", folder / "d.bval", "--out", folder / "o",
                      "--model", folder / "half.pt")
     _one_line_error(code, err, "half.pt")
+
+
+def test_non_integer_b_values_are_kept(tmp_path):
+    data = np.ones((2, 2, 1, 5), np.float32)
+    (tmp_path / "b").write_text("0 2.5 2.5 999.6 1000.4")
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "d.nii.gz")
+    dwi, b, _ = iv.load_dwi(tmp_path / "d.nii.gz", tmp_path / "b")
+    np.testing.assert_allclose(b, [0, 2.5, 1000.0])
+    assert dwi.shape == (2, 2, 1, 3)
