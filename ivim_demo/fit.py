@@ -500,8 +500,9 @@ class _BayesPosterior:
     Lagrange-interpolated in t = log(m_b + a_b) (a_b = 0.1 sigma^2 / max x_b)
     from its exact values at a few nodes m_bk: voxel features
     log I0e(x_b m_bk / sigma^2), grid features the Lagrange weights. So the
-    whole log-likelihood is one matrix product (n, F) @ (F, G), in float32 when
-    its rounding error stays below the interpolation tolerance, else float64.
+    whole log-likelihood is one matrix product (n, F) @ (F, G) (F about 50 for
+    the seed's b-values), in float32 unless the SNR is so high that its rounding
+    of the Gaussian terms could matter (``_F32_ROUNDING``), else in float64.
     """
 
     def __init__(self, m, theta, sigma, x_range):
