@@ -4,76 +4,83 @@ Reproduces the demo of Barbieri et al., "Deep learning how to fit an
 intravoxel incoherent motion model to diffusion-weighted MRI", MRM
 2020;83:312-321 (arXiv 1903.00095).  Parameter order is always
 ``(Dp, Dt, Fp, S0)``; b in s/mm^2, D in mm^2/s; arrays are ``(..., n_b)``.
+
+Public names (``iv.fit_lsq``, ``iv.IVIMNet``, ...) are imported from their
+submodule on first use, so ``import ivim_demo`` and ``import ivim_demo.model``
+stay light: torch and matplotlib load only when something needs them.
 """
-from .anatomy import TISSUES, AnatomicalPhantom, anatomical_phantom
-from .artefacts import (
-    load_dataset,
-    load_or_make_dataset,
-    load_or_make_model,
-    load_table,
-    save_dataset,
-    save_table,
-)
-from .compare import ablation, compare_at_snr, fit_all, score
-from .examples import CITATION, EXAMPLES, load_example, phantom_example
-from .checkpoint import load_model, save_model
-from .explorer import B_VALUE_SETS, explore, explorer_network, explorer_widget, plot_explore
-from .fit import estimate_sigma, fit_bayes, fit_lsq, fit_segmented, lsq_reference
-from .infer import decide_labelling, predict, swap_guard
-from .mask import has_background, make_mask, otsu_threshold
-from .metrics import (
-    AGREEMENT,
-    PARAMS,
-    check_agreement,
-    cv_across,
-    markdown_table,
-    normalised_bias,
-    nrmse,
-    pivot,
-    region_stats,
-    roi_medians,
-    spearman,
-)
-from .model import FIT_BOUNDS, PARAMETER_BOX, SEED_B_VALUES, IVIMParams, ivim
-from .networks import IVIMNet, IVIMNetOptim
-from .nifti import average_directions, load_dwi, load_mask, save_dwi, save_maps
-from .quality import quality_measures, quality_warnings, residual
-from .recipes import (
-    ABLATION,
-    IN_VIVO_BOX,
-    IN_VIVO_LOG,
-    OPTIM_LR,
-    RECIPES,
-    seed_network,
-    train_for_snr,
-    train_jobs,
-    train_many,
-    train_on_scan,
-)
-from .plots import (
-    plot_ablation,
-    MAP_LIMITS,
-    plot_b_images,
-    plot_estimate_vs_truth,
-    plot_images,
-    plot_loss,
-    plot_maps,
-    plot_metric_vs_snr,
-    plot_parameter_distributions,
-    plot_signal_examples,
-    save_figure,
-)
-from .simulate import (
-    PHANTOM_REGIONS,
-    add_rician_noise,
-    phantom,
-    phantom_regions,
-    sample_params,
-    scan_like_data,
-    training_data,
-)
-from .train import TrainHistory, device, train
-from .methods import CLASSICAL_METHODS, DEFAULT_METHOD, LABELS, METHODS, NETWORK_METHODS
-from .volume import VolumeFit, fit_volume, method_of
+import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
+
+#: Submodule of every public name.
+_SOURCES = {
+    "anatomy": ["TISSUES", "AnatomicalPhantom", "anatomical_phantom"],
+    "artefacts": ["load_dataset", "load_or_make_dataset", "load_or_make_model", "load_table", "save_dataset",
+                  "save_table"],
+    "compare": ["ablation", "compare_at_snr", "fit_all", "score"],
+    "examples": ["CITATION", "EXAMPLES", "load_example", "phantom_example"],
+    "checkpoint": ["load_model", "save_model"],
+    "explorer": ["B_VALUE_SETS", "explore", "explorer_network", "explorer_widget", "plot_explore"],
+    "fit": ["estimate_sigma", "fit_bayes", "fit_lsq", "fit_segmented", "lsq_reference"],
+    "infer": ["decide_labelling", "predict", "swap_guard"],
+    "mask": ["has_background", "make_mask", "otsu_threshold"],
+    "methods": ["CLASSICAL_METHODS", "DEFAULT_METHOD", "LABELS", "METHODS", "NETWORK_METHODS"],
+    "metrics": ["AGREEMENT", "PARAMS", "check_agreement", "cv_across", "markdown_table", "normalised_bias", "nrmse",
+                "pivot", "region_stats", "roi_medians", "spearman"],
+    "model": ["FIT_BOUNDS", "PARAMETER_BOX", "SEED_B_VALUES", "IVIMParams", "ivim"],
+    "networks": ["IVIMNet", "IVIMNetOptim"],
+    "nifti": ["average_directions", "load_dwi", "load_mask", "save_dwi", "save_maps"],
+    "quality": ["quality_measures", "quality_warnings", "residual"],
+    "recipes": ["ABLATION", "IN_VIVO_BOX", "IN_VIVO_LOG", "OPTIM_LR", "RECIPES", "seed_network", "train_for_snr",
+                "train_jobs", "train_many", "train_on_scan"],
+    "plots": ["plot_ablation", "MAP_LIMITS", "plot_b_images", "plot_estimate_vs_truth", "plot_images", "plot_loss",
+              "plot_maps", "plot_metric_vs_snr", "plot_parameter_distributions", "plot_signal_examples",
+              "save_figure"],
+    "simulate": ["PHANTOM_REGIONS", "add_rician_noise", "phantom", "phantom_regions", "sample_params",
+                 "scan_like_data", "training_data"],
+    "train": ["TrainHistory", "device", "train"],
+    "volume": ["VolumeFit", "fit_volume", "method_of"],
+}
+_EXPORTS = {name: module for module, names in _SOURCES.items() for name in names}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+#: Submodules reachable as attributes (``iv.fit``, ``iv.checks``), as when everything was imported eagerly.
+_SUBMODULES = {*_SOURCES, "checks", "cli"}
+
+
+def __getattr__(name):
+    """Import a public name (or a submodule) on first access (PEP 562)."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_EXPORTS, *_SUBMODULES})
+
+
+class _Package(types.ModuleType):
+    """Keeps a public name that shares its submodule's name (``train``) bound to the function.
+
+    Importing ``ivim_demo.train`` makes Python set the package attribute ``train``
+    to the submodule; the eager ``from .train import train`` used to rebind it to
+    the function, and this does the same lazily.
+    """
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -6,9 +6,27 @@ inside numpy or torch.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
-__all__ = ["check_b_values", "check_signals", "normalise"]
+__all__ = [
+    "check_b_values",
+    "check_signals",
+    "normalise",
+    "check_box",
+    "check_whole",
+    "check_positive",
+    "check_grid",
+]
+
+#: What each IVIM parameter may physically be, for every box, prior or set of bounds.
+_PHYSICAL = {
+    "Dp": ("must be >= 0 (mm^2/s)", lambda lo, hi: lo >= 0),
+    "Dt": ("must be >= 0 (mm^2/s)", lambda lo, hi: lo >= 0),
+    "Fp": ("is a fraction: it must lie within [0, 1]", lambda lo, hi: lo >= 0 and hi <= 1),
+    "S0": ("is relative to the measured S(b=0): it must be > 0", lambda lo, hi: lo > 0),
+}
 
 
 def check_b_values(b_values) -> np.ndarray:
@@ -115,3 +133,113 @@ def normalise(signals: np.ndarray):
     """
     s0 = signals[..., 0]
     return signals / s0[..., None], s0
+
+
+def check_box(box, *, name: str = "box", keys=("Dp", "Dt", "Fp"), defaults=None) -> dict:
+    """Validate a parameter box: fit bounds, a Bayesian prior or a simulation range.
+
+    Parameters
+    ----------
+    box : dict
+        ``{"Dp": (low, high), ...}``: Dp and Dt in mm^2/s (>= 0), Fp a fraction
+        (within [0, 1]), S0 relative to the measured S(b=0) (> 0). Each value is a
+        pair of finite numbers with low < high.
+    name : str
+        What to call the dict in error messages (``"bounds"``, ``"prior"``, ``"box"``).
+    keys : tuple of str
+        The parameters the box may contain, in the project's order (Dp, Dt, Fp, S0).
+    defaults : dict, optional
+        Ranges for keys the box leaves out (e.g. ``FIT_BOUNDS``). Without
+        defaults every key in ``keys`` is required.
+
+    Returns
+    -------
+    dict
+        ``{key: (low, high)}`` as floats for every key in ``keys``, in that order.
+    """
+    allowed = ", ".join(keys)
+    if not isinstance(box, dict):
+        raise ValueError(f"{name} must be a dict of (low, high) pairs with keys {allowed}, got {box!r}.")
+    unknown = [k for k in box if k not in keys]
+    if unknown:
+        raise ValueError(
+            f"{name} has unknown key {unknown[0]!r}; the allowed keys are {allowed} "
+            "(parameter names are case-sensitive)."
+        )
+    merged = {**(defaults or {}), **box}
+    missing = [k for k in keys if k not in merged]
+    if missing:
+        raise ValueError(
+            f"{name} needs a (low, high) pair for each of {allowed}; missing {', '.join(map(repr, missing))}."
+        )
+    out = {}
+    for k in keys:
+        try:
+            lo, hi = (float(v) for v in merged[k])
+        except (TypeError, ValueError):
+            lo = hi = np.nan
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise ValueError(
+                f"{name}[{k!r}] must be a (lower, upper) pair of finite numbers with lower < upper, "
+                f"got {merged[k]!r}."
+            )
+        rule, ok = _PHYSICAL[k]
+        if not ok(lo, hi):
+            raise ValueError(f"{name}[{k!r}] = {merged[k]!r} is not physical: {k} {rule}.")
+        out[k] = (lo, hi)
+    return out
+
+
+def check_whole(value, *, name: str, minimum: int = 1) -> int:
+    """Validate a count (chunk size, grid points, iterations): a whole number >= ``minimum``.
+
+    Returns
+    -------
+    int
+    """
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer())
+    if isinstance(value, (bool, np.bool_)) or not whole or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def check_positive(value, *, name: str, what: str = "") -> float:
+    """Validate a positive finite scalar (e.g. a noise level or a tolerance).
+
+    Parameters
+    ----------
+    value : float
+    name : str
+        What to call it in the message.
+    what : str
+        Its meaning and unit, appended to the message (e.g. ``" (noise SD relative to S(b=0))"``).
+
+    Returns
+    -------
+    float
+    """
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if not (ok and np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number{what}, got {value!r}.")
+    return float(value)
+
+
+def check_grid(grid, *, names=("Dp", "Dt", "Fp")) -> tuple:
+    """Validate grid sizes: one whole number >= 2 per parameter in ``names``.
+
+    Returns
+    -------
+    tuple of int
+    """
+    message = (f"grid must be {len(names)} whole numbers >= 2 (points along {', '.join(names)}), "
+               f"got {grid!r}.")
+    try:
+        sizes = tuple(grid)
+    except TypeError:
+        raise ValueError(message) from None
+    if len(sizes) != len(names):
+        raise ValueError(message)
+    try:
+        return tuple(check_whole(n, name="grid size", minimum=2) for n in sizes)
+    except ValueError:
+        raise ValueError(message) from None

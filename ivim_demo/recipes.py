@@ -4,9 +4,9 @@ from __future__ import annotations
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
-import numpy as np
 
 from .checks import check_b_values, check_signals
+from .fit import estimate_sigma
 from .model import PARAMETER_BOX, SEED_B_VALUES
 from .networks import IVIMNet, IVIMNetOptim
 from .simulate import scan_like_data, training_data
@@ -152,18 +152,6 @@ SCAN_RECIPES = {
 }
 
 
-def _noise_sd(voxels, b_values):
-    """Noise SD in signal units, from least-squares residuals (4 fitted parameters)."""
-    from scipy.stats import chi2
-
-    from .fit import fit_lsq
-    from .quality import residual
-
-    est = fit_lsq(voxels, b_values)
-    ssr = len(b_values) * (residual(voxels, b_values, est) * voxels[..., 0]) ** 2
-    return float(np.sqrt(np.median(ssr) / chi2.median(len(b_values) - 4)))
-
-
 def train_on_scan(voxels, b_values, *, method="ivimnet", seed=0, max_epochs=1000, n_simulated=100_000,
                   progress=True):
     """Train a network for one scan: on its own voxels, or on simulations that look like it.
@@ -201,7 +189,7 @@ def train_on_scan(voxels, b_values, *, method="ivimnet", seed=0, max_epochs=1000
     x = check_signals(voxels, n_b=len(b)).reshape(-1, len(b))
     options = {"seed": seed, "max_epochs": max_epochs, "progress": progress, "validation_fraction": 0.1}
     if method == "supervised":
-        sigma = _noise_sd(x, b)
+        sigma = estimate_sigma(x, b, absolute=True)
         signals, params = scan_like_data(n_simulated, b, x[:, 0], sigma, box=IN_VIVO_BOX, log=IN_VIVO_LOG,
                                          seed=seed + 1000)
         net = IVIMNetOptim(b, bounds=IN_VIVO_BOX, fit_s0=False, dropout=0.0, seed=seed)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checks import check_b_values
+from .checks import check_b_values, check_box
 from .model import PARAMETER_BOX, SEED_B_VALUES, IVIMParams, ivim
 
 __all__ = [
@@ -73,7 +73,8 @@ def sample_params(n, *, box=None, log=(), seed=0) -> IVIMParams:
         Number of samples, >= 1.
     box : dict, optional
         ``{"Dp": (lo, hi), "Dt": (lo, hi), "Fp": (lo, hi)}`` in mm^2/s and
-        fraction; default ``PARAMETER_BOX``.
+        fraction (Dp, Dt >= 0, Fp within [0, 1], low < high; see
+        ``checks.check_box``); default ``PARAMETER_BOX``.
     log : tuple of str
         Parameters among ``"Dp"``, ``"Dt"`` drawn log-uniformly (uniform in
         log D: as many values per factor of 2 at the low end as at the high
@@ -86,7 +87,7 @@ def sample_params(n, *, box=None, log=(), seed=0) -> IVIMParams:
         Arrays of shape ``(n,)``.
     """
     n = _check_n(n)
-    box = _check_box(PARAMETER_BOX if box is None else box)
+    box = check_box(PARAMETER_BOX if box is None else box, name="box")
     unknown = set(log) - {"Dp", "Dt"}
     if unknown:
         raise ValueError(f"log names the diffusion coefficients to draw log-uniformly ('Dp', 'Dt'); got {sorted(unknown)}.")
@@ -177,19 +178,6 @@ def phantom(sigma=15.0, seed=0, *, b_values=SEED_B_VALUES):
     truth = IVIMParams(*np.moveaxis(maps, -1, 0))
     clean = ivim(b, truth.Dp[..., None], truth.Dt[..., None], truth.Fp[..., None], truth.S0[..., None])
     return add_rician_noise(clean, sigma, _rng(seed)), truth
-
-
-def _check_box(box):
-    """A parameter box with 0 <= lo < hi for Dp, Dt and Fp (Fp <= 1), or a ValueError."""
-    for k in ("Dp", "Dt", "Fp"):
-        try:
-            lo, hi = (float(v) for v in box[k])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"box needs a (low, high) pair for each of Dp, Dt, Fp; got {box!r}.") from None
-        if not (0 <= lo < hi and np.isfinite(hi)) or (k == "Fp" and hi > 1):
-            raise ValueError(f"box[{k!r}] must satisfy 0 <= low < high{' <= 1' if k == 'Fp' else ''}, "
-                             f"got {box[k]!r}.")
-    return box
 
 
 def _check_n(n) -> int:
