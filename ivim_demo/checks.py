@@ -55,6 +55,11 @@ def check_b_values(b_values) -> np.ndarray:
             f"b_values must start at b=0 (got {b[0]:g}): the signal is normalised by S(b=0). "
             "Sort the volumes so the b=0 volume comes first."
         )
+    if not 5 <= b.max() <= 10_000:
+        raise ValueError(
+            f"the largest b-value is {b.max():g}; IVIM b-values are in s/mm^2 (typically up to 500-1000). "
+            "Convert them to s/mm^2 (from s/m^2 divide by 1e6, from ms/um^2 multiply by 1000)."
+        )
     if np.any(np.diff(b) <= 0):
         raise ValueError(
             f"b_values must be strictly increasing, got {b.tolist()}. "

@@ -22,7 +22,7 @@ from .model import FIT_BOUNDS, PARAMETER_BOX, IVIMParams, ivim
 
 __all__ = ["fit_lsq", "fit_segmented", "fit_bayes", "lsq_reference", "estimate_sigma"]
 
-_ORDER = ("Dp", "Dt", "Fp", "S0")
+_ORDER = IVIMParams._fields  # (Dp, Dt, Fp, S0)
 
 #: Default voxels per chunk of the least-squares and segmented fits (a few hundred MB at most).
 CHUNK = 65536

@@ -4,13 +4,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from .model import IVIMParams
+from .model import PARAMS, IVIMParams
 
 __all__ = ["PARAMS", "nrmse", "normalised_bias", "spearman", "cv_across", "region_stats", "roi_medians",
            "AGREEMENT", "check_agreement", "markdown_table", "pivot"]
 
-#: The three IVIM parameters every comparison reports, in order.
-PARAMS = ("Dp", "Dt", "Fp")
 
 
 def nrmse(estimate, truth):

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["SEED_B_VALUES", "PARAMETER_BOX", "FIT_BOUNDS", "IVIMParams", "ivim"]
+__all__ = ["SEED_B_VALUES", "PARAMETER_BOX", "FIT_BOUNDS", "IVIMParams", "PARAMS", "ivim"]
 
 #: The b-values (s/mm^2) of the seed notebook and the paper's simulations.
 SEED_B_VALUES = np.array([0, 10, 20, 60, 150, 300, 500, 1000], dtype=float)
@@ -55,6 +55,11 @@ class IVIMParams(NamedTuple):
     Dt: np.ndarray
     Fp: np.ndarray
     S0: np.ndarray
+
+
+#: The project's parameter order, defined once: ``IVIMParams._fields`` is (Dp, Dt, Fp, S0), and
+#: these are the three IVIM parameters every comparison reports.
+PARAMS = IVIMParams._fields[:3]
 
 
 def ivim(b, Dp, Dt, Fp, S0=1.0):

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import check_b_values
-from .model import FIT_BOUNDS, ivim
+from .checks import check_b_values, check_box
+from .model import FIT_BOUNDS, IVIMParams, ivim
 
 __all__ = ["IVIMNet", "IVIMNetOptim"]
 
@@ -80,7 +80,7 @@ class IVIMNet(nn.Module):
         return {"b_values": self.b_values.tolist(), "seed": self.seed}
 
 
-_ORDER = ("Dp", "Dt", "Fp", "S0")
+_ORDER = IVIMParams._fields  # (Dp, Dt, Fp, S0)
 
 
 class _GroupedLinear(nn.Module):
@@ -164,11 +164,9 @@ class IVIMNetOptim(nn.Module):
                  width=None, depth=2, seed=0):
         super().__init__()
         b = check_b_values(b_values)
-        bounds = {**FIT_BOUNDS, **(bounds or {})}
+        bounds = check_box(bounds or {}, name="bounds", keys=_ORDER, defaults=FIT_BOUNDS)
         lo = np.array([bounds[k][0] for k in _ORDER], dtype=np.float32)
         hi = np.array([bounds[k][1] for k in _ORDER], dtype=np.float32)
-        if not np.all(hi > lo):
-            raise ValueError(f"every bound must have lower < upper, got {bounds}.")
         if not 0 <= dropout < 1 or int(depth) < 1:
             raise ValueError("dropout must be in [0, 1) and depth >= 1.")
         self.register_buffer("b_values", torch.tensor(b, dtype=torch.float32))

@@ -136,3 +136,28 @@ def test_non_integer_b_values_are_kept(tmp_path):
     dwi, b, _ = iv.load_dwi(tmp_path / "d.nii.gz", tmp_path / "b")
     np.testing.assert_allclose(b, [0, 2.5, 1000.0])
     assert dwi.shape == (2, 2, 1, 3)
+
+
+@pytest.mark.parametrize("factor", [1e6, 1e-3])
+def test_api_refuses_b_values_in_other_units(factor):
+    signals, _ = iv.training_data(10, seed=0)
+    with pytest.raises(ValueError, match="s/mm\\^2"):
+        iv.fit_lsq(signals, iv.SEED_B_VALUES * factor)
+    with pytest.raises(ValueError, match="s/mm\\^2"):
+        iv.IVIMNet(iv.SEED_B_VALUES * factor)
+
+
+def test_network_bounds_with_unknown_keys_are_refused():
+    with pytest.raises(ValueError, match="unknown key 'f'"):
+        iv.IVIMNetOptim(iv.SEED_B_VALUES, bounds={"f": (0, 1)})
+
+
+def test_help_loads_neither_torch_nor_matplotlib():
+    import subprocess
+    import sys
+
+    code = ("import runpy, sys; sys.argv = ['ivim_demo', '--help']\n"
+            "try:\n    runpy.run_module('ivim_demo', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'matplotlib', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "usage:" in out.stdout and out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
