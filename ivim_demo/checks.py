@@ -6,11 +6,14 @@ inside numpy or torch.
 """
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
 
 __all__ = [
+    "valid_voxels",
+    "invalid_option",
     "check_b_values",
     "check_signals",
     "normalise",
@@ -248,3 +251,57 @@ def check_grid(grid, *, names=("Dp", "Dt", "Fp")) -> tuple:
         return tuple(check_whole(n, name="grid size", minimum=2) for n in sizes)
     except ValueError:
         raise ValueError(message) from None
+
+
+def valid_voxels(signals) -> np.ndarray:
+    """Which voxels of ``(..., n_b)`` signals can be fitted: all values finite and >= 0, S(b=0) > 0.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        Shaped ``signals.shape[:-1]``.
+    """
+    s = np.asarray(signals)
+    if s.dtype.kind not in "fiu" or s.ndim < 1:
+        raise ValueError(f"signals must be a numeric array shaped (..., n_b), got dtype {s.dtype}, shape {s.shape}.")
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(s).all(axis=-1) & (s >= 0).all(axis=-1) & (s[..., 0] > 0)
+
+
+def invalid_option(position: int = 0):
+    """Give an estimator ``f(..., signals, ...) -> IVIMParams`` the keyword ``invalid``.
+
+    ``invalid="raise"`` (default): ``check_signals`` refuses the whole call when
+    one voxel has NaN/inf, a negative value or S(b=0) <= 0. ``invalid="nan"``:
+    those voxels get NaN estimates and the others are fitted as usual, exactly
+    as they would be on their own (real-valued, phase-corrected data have
+    negative samples in some voxels).
+
+    Parameters
+    ----------
+    position : int
+        Index of ``signals`` among the estimator's positional arguments.
+    """
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, invalid="raise", **kwargs):
+            if invalid == "raise":
+                return fn(*args, **kwargs)
+            if invalid != "nan":
+                raise ValueError(f"invalid must be 'raise' or 'nan', got {invalid!r}.")
+            signals = args[position]
+            if type(signals).__module__.startswith("torch"):
+                signals = signals.detach().cpu().numpy()
+            s = np.asarray(signals)
+            ok = valid_voxels(s)
+            if not ok.any():
+                raise ValueError("no voxel can be fitted: every voxel has NaN/inf, a negative value or S(b=0) <= 0.")
+            est = fn(*args[:position], s[ok], *args[position + 1:], **kwargs)
+            full = []
+            for values in est:
+                out = np.full(ok.shape, np.nan)
+                out[ok] = values
+                full.append(out)
+            return type(est)(*full)
+        return wrapper
+    return decorate

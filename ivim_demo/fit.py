@@ -17,7 +17,15 @@ from contextlib import contextmanager
 import numpy as np
 from tqdm.auto import tqdm
 
-from .checks import check_b_values, check_box, check_grid, check_positive, check_signals, check_whole
+from .checks import (
+    check_b_values,
+    check_box,
+    check_grid,
+    check_positive,
+    check_signals,
+    check_whole,
+    invalid_option,
+)
 from .model import FIT_BOUNDS, PARAMETER_BOX, IVIMParams, ivim
 
 __all__ = ["fit_lsq", "fit_segmented", "fit_bayes", "lsq_reference", "estimate_sigma"]
@@ -118,6 +126,7 @@ def _finish(est, s, shape):
     return IVIMParams(Dp, Dt, Fp, S0 * s0)
 
 
+@invalid_option()
 def fit_segmented(signals, b_values, *, b_threshold=200.0, bounds=None, chunk=CHUNK, progress=False) -> IVIMParams:
     """Segmented IVIM fit, vectorised over voxels.
 
@@ -144,6 +153,10 @@ def fit_segmented(signals, b_values, *, b_threshold=200.0, bounds=None, chunk=CH
     progress : bool
         Show a progress bar over voxels.
 
+    invalid : {"raise", "nan"}
+        ``"raise"`` (default): refuse signals with NaN/inf, negative values or
+        S(b=0) <= 0 in any voxel. ``"nan"``: such voxels get NaN estimates
+        and the others are fitted (see ``checks.invalid_option``).
     Returns
     -------
     IVIMParams
@@ -204,6 +217,7 @@ def _lsq(b, x, lo, hi, max_iter, tol):
     return lo + u * scale
 
 
+@invalid_option()
 def fit_lsq(signals, b_values, *, bounds=None, max_iter=50, tol=1e-7, chunk=CHUNK, progress=False) -> IVIMParams:
     """Bounded non-linear least-squares fit of the bi-exponential model, batched over voxels.
 
@@ -234,6 +248,10 @@ def fit_lsq(signals, b_values, *, bounds=None, max_iter=50, tol=1e-7, chunk=CHUN
     progress : bool
         Show a progress bar over voxels.
 
+    invalid : {"raise", "nan"}
+        ``"raise"`` (default): refuse signals with NaN/inf, negative values or
+        S(b=0) <= 0 in any voxel. ``"nan"``: such voxels get NaN estimates
+        and the others are fitted (see ``checks.invalid_option``).
     Returns
     -------
     IVIMParams
@@ -327,6 +345,7 @@ def _grid_midpoints(lo, hi, n):
     return (edges[:-1] + edges[1:]) / 2
 
 
+@invalid_option()
 def fit_bayes(signals, b_values, *, sigma, prior=None, grid=(40, 40, 40), chunk=256, progress=False) -> IVIMParams:
     """Posterior-mean IVIM estimate under a uniform prior and a Rician likelihood.
 
@@ -372,6 +391,10 @@ def fit_bayes(signals, b_values, *, sigma, prior=None, grid=(40, 40, 40), chunk=
     progress : bool
         Show a progress bar over voxels.
 
+    invalid : {"raise", "nan"}
+        ``"raise"`` (default): refuse signals with NaN/inf, negative values or
+        S(b=0) <= 0 in any voxel. ``"nan"``: such voxels get NaN estimates
+        and the others are fitted (see ``checks.invalid_option``).
     Returns
     -------
     IVIMParams

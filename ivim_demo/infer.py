@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .checks import check_signals
+from .checks import check_signals, invalid_option
 from .model import IVIMParams
 from .networks import acquisition_matches
 
@@ -99,6 +99,7 @@ def decide_labelling(net, signals) -> bool:
     return net.swapped
 
 
+@invalid_option(position=1)
 def predict(net, signals, *, b_values=None) -> IVIMParams:
     """Estimate IVIM parameters with a trained network.
 
@@ -120,6 +121,10 @@ def predict(net, signals, *, b_values=None) -> IVIMParams:
         The signals' b-values (s/mm^2). When given they must equal the
         network's; this is how data acquired differently is refused.
 
+    invalid : {"raise", "nan"}
+        ``"raise"`` (default): refuse signals with NaN/inf, negative values or
+        S(b=0) <= 0 in any voxel. ``"nan"``: such voxels get NaN estimates
+        and the others are fitted (see ``checks.invalid_option``).
     Returns
     -------
     IVIMParams

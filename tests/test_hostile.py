@@ -161,3 +161,26 @@ def test_help_loads_neither_torch_nor_matplotlib():
             "print(sorted(m for m in ('torch', 'matplotlib', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "usage:" in out.stdout and out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_invalid_voxels_become_nan_and_leave_the_others_alone(trained_net):
+    signals, _ = iv.training_data(300, sigma=0.02, seed=3)
+    bad = signals.copy()
+    bad[5, 3], bad[17, 0], bad[40, 6] = -0.01, 0.0, np.nan  # a real-valued sample, no S(b=0), a NaN
+    net, _ = trained_net
+    fits = {"lsq": lambda s, **k: iv.fit_lsq(s, iv.SEED_B_VALUES, **k),
+            "segmented": lambda s, **k: iv.fit_segmented(s, iv.SEED_B_VALUES, **k),
+            "bayes": lambda s, **k: iv.fit_bayes(s, iv.SEED_B_VALUES, sigma=0.02, grid=(10, 10, 10), **k),
+            "predict": lambda s, **k: iv.predict(net, s, **k)}
+    keep = np.ones(300, bool)
+    keep[[5, 17, 40]] = False
+    for name, fit in fits.items():
+        with pytest.raises(ValueError):
+            fit(bad)
+        est = fit(bad, invalid="nan")
+        alone = fit(signals[keep])
+        for got, ref in zip(est, alone):
+            assert np.isnan(got[~keep]).all(), name
+            np.testing.assert_allclose(got[keep], ref, rtol=1e-6, err_msg=name)
+    with pytest.raises(ValueError, match="invalid must be"):
+        iv.fit_lsq(signals, iv.SEED_B_VALUES, invalid="drop")
