@@ -113,7 +113,15 @@ def _in_vivo(result):
     head = (f"Measured {result['date']} on {result['machine']}. Dt in 10⁻³ mm²/s (ROI medians; networks: "
             "min-max over training seeds 0, 1, 2). *passed*: runs meeting all four checks of "
             "`iv.check_agreement`; *warned*: runs whose fit raised a quality warning.\n\n")
-    return head + markdown_table(out)
+    text = head + markdown_table(out)
+    voxel = [r for r in rows if r.get("voxel_nrmse")]
+    if voxel:
+        table = [{"method": m, **{p: _span([r["voxel_nrmse"][p] for r in voxel if r["method"] == m], digits=3)
+                                  for p in PARAMS}}
+                 for m in dict.fromkeys(r["method"] for r in voxel)]
+        text += ("\n\n**Voxel by voxel on the phantom** (NRMSE against the truth over the body; networks: min-max "
+                 "over seeds)\n\n" + markdown_table(table))
+    return text
 
 
 def render(root=ROOT):
