@@ -143,7 +143,7 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
     if method == "lsq":
         info["warnings"] = []
     else:
-        info["quality"] = quality_measures(est, res, lsq, residual(voxels, b, lsq))
+        info["quality"] = quality_measures(est, res, lsq, residual(voxels, b, lsq), n_b=len(b))
         info["warnings"] = quality_warnings(method, info["quality"])
     maps = IVIMParams(*(_unmask(values, m) for values in est))
     return VolumeFit(maps, _unmask(res, m), info, net if method in NETWORK_METHODS else None)

@@ -201,3 +201,15 @@ def test_optim_network_trained_on_the_phantom_finds_its_truth():
     checks = _agreement(ex, keep, fit)
     assert all(c["ok"] for c in checks.values()), checks
     assert fit.info["warnings"] == [] and fit.info["network"] == "IVIMNetOptim"
+
+
+@pytest.mark.parametrize("b_values", [iv.SEED_B_VALUES, np.array([0, 50, 100, 200, 400, 800.0])])
+def test_the_true_parameters_are_not_flagged(b_values):
+    """Least squares also fits noise: the truth's residual is sqrt(n_b / (n_b - 4)) times higher, no warning."""
+    signals, truth = iv.training_data(5000, b_values, sigma=0.03, seed=9)
+    lsq = iv.fit_lsq(signals, b_values)
+    q = iv.quality_measures(truth, iv.residual(signals, b_values, truth), lsq, iv.residual(signals, b_values, lsq),
+                            n_b=len(b_values))
+    ratio = q["residual_median"] / q["residual_median_lsq"]
+    assert 0.85 * q["residual_ratio_expected"] < ratio < 1.15 * q["residual_ratio_expected"], ratio
+    assert iv.quality_warnings("truth", q) == []
