@@ -33,7 +33,7 @@ CHILD = r"""
 import json, resource, sys, time, tracemalloc, importlib.util
 import numpy as np
 import ivim_demo.simulate as sim
-from ivim_demo.model import SEED_B_VALUES as B
+from ivim_demo.signal_model import SEED_B_VALUES as B
 
 method, n, fit_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 if fit_path:

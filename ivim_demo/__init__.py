@@ -6,7 +6,7 @@ intravoxel incoherent motion model to diffusion-weighted MRI", MRM
 ``(Dp, Dt, Fp, S0)``; b in s/mm^2, D in mm^2/s; arrays are ``(..., n_b)``.
 
 Public names (``iv.fit_lsq``, ``iv.IVIMNet``, ...) are imported from their
-submodule on first use, so ``import ivim_demo`` and ``import ivim_demo.model``
+submodule on first use, so ``import ivim_demo`` and ``import ivim_demo.signal_model``
 stay light: torch and matplotlib load only when something needs them.
 """
 import importlib
@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 #: Submodule of every public name.
 _SOURCES = {
     "anatomy": ["TISSUES", "AnatomicalPhantom", "anatomical_phantom"],
-    "artefacts": ["load_dataset", "load_or_make_dataset", "load_or_make_model", "load_table", "save_dataset",
+    "handoff": ["load_dataset", "load_or_make_dataset", "load_or_make_model", "load_table", "save_dataset",
                   "save_table"],
     "compare": ["ablation", "compare_at_snr", "fit_all", "score"],
     "examples": ["CITATION", "EXAMPLES", "load_example", "phantom_example"],
@@ -30,7 +30,7 @@ _SOURCES = {
     "methods": ["CLASSICAL_METHODS", "DEFAULT_METHOD", "LABELS", "METHODS", "NETWORK_METHODS"],
     "metrics": ["AGREEMENT", "PARAMS", "check_agreement", "cv_across", "markdown_table", "normalised_bias", "nrmse",
                 "pivot", "region_stats", "roi_medians", "spearman"],
-    "model": ["FIT_BOUNDS", "PARAMETER_BOX", "SEED_B_VALUES", "IVIMParams", "ivim"],
+    "signal_model": ["FIT_BOUNDS", "PARAMETER_BOX", "SEED_B_VALUES", "IVIMParams", "ivim"],
     "networks": ["IVIMNet", "IVIMNetOptim"],
     "nifti": ["average_directions", "load_dwi", "load_mask", "save_dwi", "save_maps"],
     "quality": ["quality_measures", "quality_warnings", "residual"],
@@ -42,7 +42,7 @@ _SOURCES = {
     "simulate": ["PHANTOM_REGIONS", "add_rician_noise", "phantom", "phantom_regions", "sample_params",
                  "scan_like_data", "training_data"],
     "train": ["TrainHistory", "device", "train"],
-    "volume": ["VolumeFit", "fit_volume", "method_of"],
+    "image_fit": ["VolumeFit", "fit_volume", "method_of"],
 }
 _EXPORTS = {name: module for module, names in _SOURCES.items() for name in names}
 

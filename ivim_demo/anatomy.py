@@ -6,7 +6,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .checks import check_b_values
-from .model import SEED_B_VALUES, IVIMParams, ivim
+from .signal_model import SEED_B_VALUES, IVIMParams, ivim
 from .simulate import _rng, add_rician_noise
 
 __all__ = ["TISSUES", "AnatomicalPhantom", "anatomical_phantom"]

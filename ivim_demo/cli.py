@@ -73,7 +73,7 @@ def _fit(args, staging):
     import nibabel as nib
     import numpy as np
 
-    from . import checkpoint, mask, nifti, plots, volume
+    from . import checkpoint, image_fit, mask, nifti, plots
 
     dwi, b_values, affine = nifti.load_dwi(args.dwi, args.bvals)
     user_mask = nifti.load_mask(args.mask) if args.mask else None
@@ -88,8 +88,8 @@ def _fit(args, staging):
         if args.method is not None and args.method not in NETWORK_METHODS:
             raise ValueError(f"--model only applies to the network methods {', '.join(NETWORK_METHODS)}.")
         net = checkpoint.load_model(args.model)
-        method = args.method or volume.method_of(net)
-    fit = volume.fit_volume(dwi, b_values, keep, method=method, net=net, sigma=args.sigma, seed=args.seed,
+        method = args.method or image_fit.method_of(net)
+    fit = image_fit.fit_volume(dwi, b_values, keep, method=method, net=net, sigma=args.sigma, seed=args.seed,
                             max_epochs=args.max_epochs, progress=not args.no_progress)
     paths = nifti.save_maps(fit.maps, affine, staging, mask=keep)
     res_path = os.path.join(staging, "residual.nii.gz")

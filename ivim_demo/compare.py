@@ -8,7 +8,7 @@ import numpy as np
 from .infer import predict
 from .methods import CLASSICAL_METHODS, LABELS, classical_fit
 from .metrics import PARAMS, cv_across, normalised_bias, nrmse, spearman
-from .model import SEED_B_VALUES
+from .signal_model import SEED_B_VALUES
 from .recipes import ABLATION, train_jobs
 from .simulate import training_data
 

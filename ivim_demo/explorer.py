@@ -10,7 +10,7 @@ import numpy as np
 from .checkpoint import load_model
 from .fit import fit_lsq
 from .infer import predict
-from .model import SEED_B_VALUES, ivim
+from .signal_model import SEED_B_VALUES, ivim
 from .simulate import add_rician_noise
 
 __all__ = ["B_VALUE_SETS", "explore", "plot_explore", "explorer_network", "explorer_widget"]

@@ -26,7 +26,7 @@ from .checks import (
     check_whole,
     invalid_option,
 )
-from .model import FIT_BOUNDS, PARAMETER_BOX, IVIMParams, ivim
+from .signal_model import FIT_BOUNDS, PARAMETER_BOX, IVIMParams, ivim
 
 __all__ = ["fit_lsq", "fit_segmented", "fit_bayes", "lsq_reference", "estimate_sigma"]
 

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from .checks import check_signals, invalid_option
-from .model import IVIMParams
+from .signal_model import IVIMParams
 from .networks import acquisition_matches
 
 __all__ = ["predict", "decide_labelling", "swap_guard"]

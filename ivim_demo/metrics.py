@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from .model import PARAMS, IVIMParams
+from .signal_model import PARAMS, IVIMParams
 
 __all__ = ["PARAMS", "nrmse", "normalised_bias", "spearman", "cv_across", "region_stats", "roi_medians",
            "AGREEMENT", "check_agreement", "markdown_table", "pivot"]

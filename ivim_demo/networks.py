@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .checks import check_b_values, check_box
-from .model import FIT_BOUNDS, IVIMParams, ivim
+from .signal_model import FIT_BOUNDS, IVIMParams, ivim
 
 __all__ = ["IVIMNet", "IVIMNetOptim"]
 

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from .model import IVIMParams
+from .signal_model import IVIMParams
 
 __all__ = ["load_dwi", "load_mask", "average_directions", "save_maps", "save_dwi"]
 

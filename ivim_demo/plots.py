@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .metrics import PARAMS
-from .model import IVIMParams, ivim
+from .signal_model import IVIMParams, ivim
 
 __all__ = [
     "MAP_LIMITS",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import check_b_values
-from .model import IVIMParams, ivim
+from .signal_model import IVIMParams, ivim
 
 __all__ = ["residual", "spread", "quality_measures", "quality_warnings", "FLAT_FRACTION", "FLAT_ABSOLUTE",
            "RESIDUAL_RATIO", "DT_RATIO"]

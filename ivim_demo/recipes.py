@@ -7,7 +7,7 @@ from multiprocessing import get_context
 
 from .checks import check_b_values, check_signals
 from .fit import estimate_sigma
-from .model import PARAMETER_BOX, SEED_B_VALUES
+from .signal_model import PARAMETER_BOX, SEED_B_VALUES
 from .networks import IVIMNet, IVIMNetOptim
 from .simulate import scan_like_data, training_data
 from .train import train

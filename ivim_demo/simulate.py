@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import check_b_values, check_box
-from .model import PARAMETER_BOX, SEED_B_VALUES, IVIMParams, ivim
+from .signal_model import PARAMETER_BOX, SEED_B_VALUES, IVIMParams, ivim
 
 __all__ = [
     "add_rician_noise",

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .checks import check_signals, normalise
 from .metrics import PARAMS
-from .model import PARAMETER_BOX
+from .signal_model import PARAMETER_BOX
 
 __all__ = ["TrainHistory", "train", "device"]
 

@@ -237,7 +237,7 @@ def run_python(code):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("statement", ["import ivim_demo.model", "import ivim_demo", "import ivim_demo.fit",
+@pytest.mark.parametrize("statement", ["import ivim_demo.signal_model", "import ivim_demo", "import ivim_demo.fit",
                                        "import ivim_demo.simulate, ivim_demo.checks, ivim_demo.metrics"])
 def test_light_imports_load_neither_torch_nor_matplotlib(statement):
     loaded = run_python(f"import json, sys; {statement}; "

@@ -10,7 +10,7 @@ from .checks import check_b_values, check_signals
 from .fit import estimate_sigma, fit_lsq
 from .infer import predict
 from .methods import DEFAULT_METHOD, METHODS, NETWORK_METHODS, classical_fit
-from .model import IVIMParams
+from .signal_model import IVIMParams
 from .networks import acquisition_matches
 from .quality import quality_measures, quality_warnings, residual
 from .recipes import IN_VIVO_BOX, train_on_scan

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from .checkpoint import load_model, save_model
-from .model import IVIMParams
+from .signal_model import IVIMParams
 
 __all__ = ["save_dataset", "load_dataset", "load_or_make_dataset", "load_or_make_model", "save_table", "load_table"]
 
