@@ -36,7 +36,7 @@ _SOURCES = {
     "quality": ["quality_measures", "quality_warnings", "residual"],
     "recipes": ["ABLATION", "IN_VIVO_BOX", "IN_VIVO_LOG", "OPTIM_LR", "RECIPES", "seed_network", "train_for_snr",
                 "train_jobs", "train_many", "train_on_scan"],
-    "plots": ["plot_ablation", "MAP_LIMITS", "plot_b_images", "plot_estimate_vs_truth", "plot_images", "plot_loss",
+    "plots": ["plot_ablation", "MAP_LIMITS", "SCAN_LIMITS", "plot_b_images", "plot_estimate_vs_truth", "plot_images", "plot_loss",
               "plot_maps", "plot_metric_vs_snr", "plot_parameter_distributions", "plot_signal_examples",
               "save_figure"],
     "simulate": ["PHANTOM_REGIONS", "add_rician_noise", "phantom", "phantom_regions", "sample_params",

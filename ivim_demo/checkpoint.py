@@ -152,7 +152,9 @@ def _read_payload(path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, pickle with code in it, ...
-        raise ValueError(f"{path!r} is not a readable ivim-demo checkpoint: {err}") from None
+        # torch's own message can run to hundreds of characters and suggests unsafe loading: name the kind only
+        raise ValueError(f"{path!r} is not a readable ivim-demo checkpoint ({type(err).__name__}); use a .pt file "
+                         "written by save_model or the command line, or train a new model.") from None
     fmt = payload.get("format") if isinstance(payload, dict) else None
     if fmt not in (FORMAT, FORMAT_V1):
         if isinstance(fmt, str) and fmt.startswith("ivim-demo-checkpoint/"):

@@ -27,70 +27,121 @@ def _parser():
     f = sub.add_parser("fit", help="fit IVIM to a 4-D DWI NIfTI and write parameter maps")
     f.add_argument("dwi", help="4-D diffusion-weighted NIfTI (x, y, z, volumes)")
     f.add_argument("--bvals", required=True, help="FSL-style bvals file, one b-value (s/mm^2) per volume")
-    f.add_argument("--out", required=True, help="output folder for the maps, overview PNG and summary JSON")
+    f.add_argument("--out", required=True,
+                   help="output folder for the maps, overview PNG and summary JSON: new, empty, or the outputs of an "
+                        "earlier run (replaced as a whole once the new set is complete); a folder holding other "
+                        "files is refused")
     f.add_argument("--mask", help="NIfTI mask (non-zero = fit); default: the b=0 image's tissue (Otsu "
                                   "threshold when the image has background, else every valid voxel)")
     f.add_argument("--method", choices=METHODS,
-                   help=f"default {DEFAULT_METHOD}: a network trained on simulations of this scan (its "
-                        "b-values, signal levels and noise); ivimnet/optim: trained on the scan's voxels; "
-                        "with --model: the method the model was trained with")
-    f.add_argument("--model", help="a trained network checkpoint to use instead of training (network methods)")
-    f.add_argument("--sigma", type=float, help="noise SD relative to S(b=0) for bayes (default: estimated)")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--max-epochs", type=int, default=1000)
+                   help=f"default {DEFAULT_METHOD}: a network trained for this scan on simulations of it (its "
+                        "b-values, signal levels and noise); ivimnet (the paper's network) and optim "
+                        "(IVIM-NET_optim): trained, unsupervised, on the scan's own voxels; lsq: least squares per "
+                        "voxel; segmented: Dt from b >= 200 first, then Fp and Dp; bayes: posterior mean on a grid. "
+                        "Networks train for about 0.5-3 minutes on one slice. With --model: read off the model")
+    f.add_argument("--model", help="a trained network checkpoint (e.g. an earlier run's supervised.pt) to use "
+                                   "instead of training; it must match the scan's b-values")
+    f.add_argument("--sigma", type=float, help="bayes only: noise SD relative to S(b=0) (default: estimated "
+                                               "from least-squares residuals)")
+    f.add_argument("--average", choices=("geometric", "arithmetic"), default="geometric",
+                   help="how the directions of a b-value are averaged: geometric (default, the trace-weighted "
+                        "image; a direction reading 0 makes it 0) or arithmetic")
+    f.add_argument("--seed", type=int, default=0, help="seeds the network's simulation, initialisation and "
+                                                       "training (same seed, same maps)")
+    f.add_argument("--max-epochs", type=int, default=1000,
+                   help="upper limit of training epochs (training stops earlier, on a validation split)")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def _staging_folder(out):
-    """A new empty folder beside ``out`` to write into; checks ``out`` can be written before any fitting."""
-    out = os.path.abspath(out)
+#: Every file a run writes into --out; a folder holding anything else is not ours to replace.
+OUTPUT_FILES = {"Dp.nii.gz", "Dt.nii.gz", "Fp.nii.gz", "S0.nii.gz", "residual.nii.gz", "overview.png",
+                "summary.json", *(f"{m}.pt" for m in NETWORK_METHODS)}
+
+
+def _check_out(out):
+    """``out`` may be replaced: missing, empty, or an earlier run's outputs and nothing else."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out!r} is a file; give a folder to write the maps into.")
-    parent = os.path.dirname(out)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        return tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
-    except OSError as err:
-        raise ValueError(f"cannot write to --out {out!r} ({err.strerror}); choose a writable folder.") from None
+    if os.path.isdir(out):
+        others = sorted(set(os.listdir(out)) - OUTPUT_FILES)
+        if others:
+            raise ValueError(f"--out {out!r} holds files this tool did not write ({', '.join(others[:3])}"
+                             f"{', ...' if len(others) > 3 else ''}), which a run would delete; give a new or "
+                             "empty folder.")
 
 
-def _publish(staging, out):
-    """Replace ``out`` by the complete ``staging`` folder (the previous outputs stay until then)."""
-    out = os.path.abspath(out)
-    old = None
-    if os.path.exists(out):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
-        os.rename(out, os.path.join(old, "out"))
-    os.rename(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+class _Staging:
+    """A new folder beside ``out`` that a run writes into, moved into place only when complete.
+
+    Created before any fitting (so an unwritable ``--out`` is refused at once); removed, with any parent
+    folders it had to create, when the run fails or is interrupted.
+    """
+
+    def __init__(self, out):
+        self.out = os.path.abspath(out)
+        _check_out(self.out)
+        parent, self.created = os.path.dirname(self.out), []
+        while not os.path.exists(parent):
+            self.created.append(parent)
+            parent = os.path.dirname(parent)
+        try:
+            os.makedirs(os.path.dirname(self.out), exist_ok=True)
+            self.path = tempfile.mkdtemp(prefix=f".{os.path.basename(self.out)}.partial-",
+                                         dir=os.path.dirname(self.out))
+        except OSError as err:
+            self.discard()
+            raise ValueError(f"cannot write to --out {self.out!r} ({err.strerror}); choose a writable folder.") from None
+
+    def publish(self):
+        """Replace ``out`` by the complete set (the previous outputs stay until then)."""
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.path, 0o777 & ~umask)  # mkdtemp makes it private; the maps are for colleagues too
+        old = None
+        if os.path.exists(self.out):
+            _check_out(self.out)
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(self.out)}.old-", dir=os.path.dirname(self.out))
+            os.rename(self.out, os.path.join(old, "out"))
+        os.rename(self.path, self.out)
+        self.path, self.created = None, []
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def discard(self):
+        if getattr(self, "path", None):
+            shutil.rmtree(self.path, ignore_errors=True)
+        for folder in self.created:  # deepest first
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
 
 
 def _fit(args, staging):
-    import warnings
-
     import nibabel as nib
     import numpy as np
 
     from . import checkpoint, image_fit, mask, nifti, plots
 
-    dwi, b_values, affine = nifti.load_dwi(args.dwi, args.bvals)
-    user_mask = nifti.load_mask(args.mask) if args.mask else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the count goes into the summary and the message below
-        keep, excluded = mask.make_mask(dwi, mask=user_mask, return_excluded=True)
-    if excluded:
-        print(f"warning: {excluded} voxel(s) in the mask excluded (NaN/inf, negative or S(b=0) <= 0); "
-              "their maps are 0", file=sys.stderr)
+    if args.sigma is not None and (args.method or DEFAULT_METHOD) != "bayes":
+        raise ValueError("--sigma only applies to --method bayes.")
+    dwi, b_values, affine = nifti.load_dwi(args.dwi, args.bvals, average=args.average)
+    if len(b_values) < 5:
+        raise ValueError(f"IVIM fitting needs at least 5 distinct b-values (4 parameters, and one more to judge "
+                         f"the fit); this scan has {len(b_values)}: {b_values.tolist()} s/mm^2.")
+    user_mask = nifti.load_mask(args.mask, affine=affine) if args.mask else None
+    keep, excluded = mask.make_mask(dwi, mask=user_mask, warn=False, return_excluded=True)
     net, method = None, args.method or DEFAULT_METHOD
     if args.model:
-        if args.method is not None and args.method not in NETWORK_METHODS:
-            raise ValueError(f"--model only applies to the network methods {', '.join(NETWORK_METHODS)}.")
         net = checkpoint.load_model(args.model)
-        method = args.method or image_fit.method_of(net)
+        trained_as = image_fit.method_of(net)
+        if args.method is not None and args.method != trained_as:
+            raise ValueError(f"--model {args.model!r} is a {trained_as} network but --method is {args.method}; "
+                             f"leave out --method (it is read off the model) or train a {args.method} network.")
+        method = trained_as
     fit = image_fit.fit_volume(dwi, b_values, keep, method=method, net=net, sigma=args.sigma, seed=args.seed,
-                            max_epochs=args.max_epochs, progress=not args.no_progress)
+                               max_epochs=args.max_epochs, progress=not args.no_progress)
     paths = nifti.save_maps(fit.maps, affine, staging, mask=keep)
     res_path = os.path.join(staging, "residual.nii.gz")
     nib.save(nib.Nifti1Image(np.where(keep, fit.residual, 0).astype(np.float32), np.asarray(affine, float)),
@@ -100,30 +151,41 @@ def _fit(args, staging):
         paths["model"] = checkpoint.save_model(fit.net, os.path.join(staging, f"{method}.pt"))
     z = int(np.argmax(keep.reshape(-1, keep.shape[-1]).sum(axis=0))) if keep.ndim == 3 else None
     sl = (lambda a: a[..., z]) if z is not None else (lambda a: a)
-    fig = plots.plot_maps({method: type(fit.maps)(*(sl(m) for m in fit.maps))},
+    fig = plots.plot_maps({method: type(fit.maps)(*(sl(m) for m in fit.maps))}, limits=plots.SCAN_LIMITS,
                           title=f"IVIM maps ({method}), slice {z}"
                                 + (" - WARNING: see summary.json" if fit.info["warnings"] else ""))
     paths["overview"] = plots.save_figure(fig, "overview", staging)
     n_voxels = int(np.prod(keep.shape))
     out = os.path.abspath(args.out)
     summary = {**fit.info, "input": os.path.abspath(args.dwi), "b_values": b_values.tolist(),
-               "shape": list(dwi.shape), "mask": os.path.abspath(args.mask) if args.mask else "automatic",
+               "average": args.average, "shape": list(dwi.shape),
+               "mask": os.path.abspath(args.mask) if args.mask else "automatic",
+               "model": os.path.abspath(args.model) if args.model else None,
                "mask_voxels": int(keep.sum()) + excluded, "mask_fraction": (int(keep.sum()) + excluded) / n_voxels,
                "excluded_voxels": excluded, "seed": args.seed,
                "outputs": {k: os.path.join(out, os.path.basename(v)) for k, v in paths.items()}}
     with open(os.path.join(staging, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    return fit.info
+    return summary
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (a job scheduler, `timeout`) cleans up like Ctrl-C
 
 
 def main(argv=None) -> int:
+    import signal
+    import warnings
+
     args = _parser().parse_args(argv)
     staging = None
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading_main() else None
     try:
-        staging = _staging_folder(args.out)
-        info = _fit(args, staging)
-        _publish(staging, args.out)
-        staging = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # what matters reaches summary.json and the lines below
+            staging = _Staging(args.out)
+            summary = _fit(args, staging.path)
+            staging.publish()
     except ValueError as err:  # bad input: one line, no traceback
         print("error: " + " ".join(str(err).split()), file=sys.stderr)
         return 2
@@ -137,8 +199,20 @@ def main(argv=None) -> int:
         return 2
     finally:
         if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-    for warning in info["warnings"]:
+            staging.discard()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if summary["excluded_voxels"]:
+        print(f"warning: {summary['excluded_voxels']} voxel(s) in the mask excluded (NaN/inf, negative or "
+              "S(b=0) <= 0); their maps are 0", file=sys.stderr)
+    for warning in summary["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"fitted {info['voxels']} voxels with {info['method']}; maps in {args.out}")
+    print(f"fitted {summary['voxels']} voxels with {summary['method']}; maps in {args.out}")
     return 0
+
+
+def threading_main() -> bool:
+    """Signal handlers can only be set from the main thread (tests may call ``main`` from others)."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

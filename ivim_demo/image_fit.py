@@ -107,7 +107,19 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
     b = check_b_values(b_values)
     d = np.asarray(dwi)
-    m = np.asarray(mask, dtype=bool)
+    m = np.asarray(mask)
+    m = (np.isfinite(m) & (m != 0)) if m.dtype.kind == "f" else m.astype(bool)  # as make_mask: NaN is outside
+    if net is not None:
+        import torch
+
+        if not isinstance(net, torch.nn.Module):
+            raise ValueError(f"net must be a trained network (e.g. from load_model), got {type(net).__name__}.")
+        if method not in NETWORK_METHODS:
+            raise ValueError(f"a network was given but method={method!r} is not a network method "
+                             f"({', '.join(NETWORK_METHODS)}).")
+        recipe = (getattr(net, "history", None) or {}).get("recipe")
+        if recipe is not None and recipe != method:
+            raise ValueError(f"this network was trained as {recipe!r}, not {method!r}; pass method={recipe!r}.")
     if m.shape != d.shape[:-1]:
         raise ValueError(f"mask shape {m.shape} does not match the image's {d.shape[:-1]}.")
     if not m.any():
@@ -144,6 +156,6 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
         info["warnings"] = []
     else:
         info["quality"] = quality_measures(est, res, lsq, residual(voxels, b, lsq), n_b=len(b))
-        info["warnings"] = quality_warnings(method, info["quality"])
+        info["warnings"] = quality_warnings(method, info["quality"], network=method in NETWORK_METHODS)
     maps = IVIMParams(*(_unmask(values, m) for values in est))
     return VolumeFit(maps, _unmask(res, m), info, net if method in NETWORK_METHODS else None)

@@ -94,6 +94,9 @@ def make_mask(dwi, method="otsu", *, mask=None, warn=True, return_excluded=False
     d = np.asarray(dwi)
     if d.ndim < 2:
         raise ValueError(f"dwi must be shaped (..., n_b), got shape {d.shape}.")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dwi must hold real magnitude signals, got dtype {d.dtype}"
+                         f"{' (use np.abs for complex data)' if d.dtype.kind == 'c' else ''}.")
     s0 = d[..., 0]
     if mask is not None:
         keep = np.asarray(mask)
@@ -107,8 +110,10 @@ def make_mask(dwi, method="otsu", *, mask=None, warn=True, return_excluded=False
             raise ValueError(f"method must be 'otsu' or a threshold in signal units, got {method!r}.")
         background, threshold = has_background(s0)
         keep = s0 > threshold if background else np.ones(s0.shape, bool)
-    else:
+    elif isinstance(method, (int, float, np.number)) and not isinstance(method, bool):
         keep = s0 > float(method)
+    else:
+        raise ValueError(f"method must be 'otsu' or a threshold in signal units, got {method!r}.")
     valid = np.isfinite(d).all(axis=-1) & (d >= 0).all(axis=-1) & (s0 > 0)
     excluded = int((keep & ~valid).sum())
     keep = keep & valid

@@ -45,6 +45,8 @@ def load_dwi(nifti_path, bvals_path, *, average="geometric"):
     if average not in ("geometric", "arithmetic"):
         raise ValueError(f"average must be 'geometric' or 'arithmetic', got {average!r}.")
     for path, what in ((nifti_path, "DWI image"), (bvals_path, "bvals file")):
+        if not isinstance(path, (str, os.PathLike)):
+            raise ValueError(f"the {what} must be a path, got {path!r}.")
         if not os.path.isfile(path):
             raise ValueError(f"{what} not found: {os.fspath(path)!r}.")
     try:
@@ -131,10 +133,17 @@ def average_directions(data, b_values, *, average="geometric"):
     return np.stack(volumes, axis=-1).astype(np.float32), b_unique
 
 
-def load_mask(path):
+def load_mask(path, *, affine=None):
     """Read a mask NIfTI as stored (non-zero = inside; ``make_mask`` turns it into voxels to fit).
 
     A trailing axis of length 1 (a 4-D mask with one volume) is dropped.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    affine : array_like, optional
+        The DWI's 4 x 4 affine: the mask must lie on the same voxel grid
+        (a mask saved flipped or shifted would select other anatomy).
 
     Returns
     -------
@@ -143,9 +152,13 @@ def load_mask(path):
     if not os.path.isfile(path):
         raise ValueError(f"mask not found: {os.fspath(path)!r}.")
     try:
-        data = np.asarray(_nib().load(os.fspath(path)).dataobj)
+        img = _nib().load(os.fspath(path))
+        data = np.asarray(img.dataobj)
     except Exception as err:
         raise ValueError(f"cannot read the mask {os.fspath(path)!r} as NIfTI: {err}") from None
+    if affine is not None and not np.allclose(img.affine, affine, atol=1e-3):
+        raise ValueError(f"the mask {os.fspath(path)!r} is not on the DWI's voxel grid (their affines differ: "
+                         "another orientation, position or voxel size); resample it to the DWI first.")
     return data[..., 0] if data.ndim == 4 and data.shape[-1] == 1 else data
 
 

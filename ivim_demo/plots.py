@@ -11,6 +11,7 @@ from .signal_model import IVIMParams, ivim
 
 __all__ = [
     "MAP_LIMITS",
+    "SCAN_LIMITS",
     "UNITS",
     "save_figure",
     "plot_signal_examples",
@@ -26,6 +27,9 @@ __all__ = [
 
 #: Display range per parameter: the seed's colour limits.
 MAP_LIMITS = {"Dp": (0.01, 0.07), "Dt": (0.0, 0.002), "Fp": (0.0, 0.4)}
+#: Display range for real scans: the fits' bounds (FIT_BOUNDS), with Dt to 0.003 mm^2/s (free water
+#: at body temperature), so abdominal tissue is not saturated as with the seed's narrow limits.
+SCAN_LIMITS = {"Dp": (0.0, 0.2), "Dt": (0.0, 0.003), "Fp": (0.0, 0.7)}
 #: Units per parameter, for labels.
 UNITS = {"Dp": "mm²/s", "Dt": "mm²/s", "Fp": "fraction", "S0": "a.u."}
 

@@ -19,8 +19,10 @@ __all__ = ["residual", "spread", "quality_measures", "quality_warnings", "FLAT_F
 #: An Fp map is *flat* when its 5th-95th percentile spread is below this fraction of least squares'
 #: spread on the same voxels ...
 FLAT_FRACTION = 0.2
-#: ... or below this absolute spread (Fp units), whatever least squares says.
+#: ... or below this absolute spread (Fp units), whatever least squares says; judged only on at least
+#: FLAT_MIN_VOXELS voxels (a handful of voxels may well share one Fp).
 FLAT_ABSOLUTE = 0.02
+FLAT_MIN_VOXELS = 50
 #: A method's residual is *clearly worse* than least squares' when its median residual is above this
 #: multiple of what an estimator that explains the signal down to the noise would have. Least
 #: squares fits 4 parameters to n_b values and so also fits part of the noise: its residual is
@@ -100,6 +102,7 @@ def quality_measures(params: IVIMParams, res, lsq: IVIMParams, lsq_res, *, n_b: 
     """
     return {
         "finite": bool(np.all(np.isfinite(np.stack([np.asarray(p, float) for p in params])))),
+        "voxels": int(np.size(params.Fp)),
         "fp_spread": spread(params.Fp), "fp_spread_lsq": spread(lsq.Fp),
         "residual_median": float(np.nanmedian(res)), "residual_median_lsq": float(np.nanmedian(lsq_res)),
         "residual_ratio_expected": float(np.sqrt(n_b / (n_b - 4))) if n_b > 4 else 1.0,
@@ -107,7 +110,7 @@ def quality_measures(params: IVIMParams, res, lsq: IVIMParams, lsq_res, *, n_b: 
     }
 
 
-def quality_warnings(method: str, measures: dict) -> list:
+def quality_warnings(method: str, measures: dict, *, network: bool = False) -> list:
     """Warnings about one method's fit, from its ``quality_measures``.
 
     Parameters
@@ -116,6 +119,8 @@ def quality_warnings(method: str, measures: dict) -> list:
         The method's name, used in the messages.
     measures : dict
         What ``quality_measures`` returned for it.
+    network : bool
+        The method is a trained network (the advice then names seeds).
 
     Returns
     -------
@@ -126,10 +131,11 @@ def quality_warnings(method: str, measures: dict) -> list:
     q, out = measures, []
     if not q["finite"]:
         out.append(f"{method}: the maps contain NaN or inf; do not use them (check the input and the model).")
-    if q["fp_spread"] < max(FLAT_ABSOLUTE, FLAT_FRACTION * q["fp_spread_lsq"]):
+    flat = q["fp_spread"] < max(FLAT_ABSOLUTE, FLAT_FRACTION * q["fp_spread_lsq"])
+    if flat and q.get("voxels", FLAT_MIN_VOXELS) >= FLAT_MIN_VOXELS:
         out.append(f"{method}: the Fp map is flat (5-95th percentile spread {q['fp_spread']:.3f}, least squares "
                    f"{q['fp_spread_lsq']:.3f} on the same voxels); the fit has likely collapsed: do not use it, "
-                   "try another seed or method.")
+                   f"try {'another seed or ' if network else ''}another method.")
     expected = q["residual_ratio_expected"]
     if q["residual_median"] > RESIDUAL_RATIO * expected * q["residual_median_lsq"]:
         out.append(f"{method}: the median residual {q['residual_median']:.4f} is "

@@ -141,6 +141,10 @@ IN_VIVO_LOG = ("Dp", "Dt")
 #: epoch, and so early stopping's patience, no longer shrinks with the number of masked voxels.
 SCAN_BATCHES_PER_EPOCH = 500
 
+#: Fewest masked voxels an unsupervised network trains on (a 10 % validation split must still hold
+#: a few dozen voxels, the training part several batches of 128).
+MIN_SCAN_VOXELS = 500
+
 #: What ``train_on_scan`` builds for each network method.
 SCAN_RECIPES = {
     "ivimnet": "the seed's IVIMNet trained unsupervised on the scan's voxels; 500 batches per epoch, "
@@ -196,6 +200,9 @@ def train_on_scan(voxels, b_values, *, method="ivimnet", seed=0, max_epochs=1000
         history = train(net, signals, targets=params, lr_patience=3, **options)
         net.history = {**history.as_dict(), "recipe": method, "noise_sd": sigma}
         return net
+    if len(x) < MIN_SCAN_VOXELS:
+        raise ValueError(f"training {method} on a scan needs at least {MIN_SCAN_VOXELS} masked voxels, this one has "
+                         f"{len(x)}; use method 'supervised' (trained on simulations) or a classical fit.")
     net = IVIMNet(b, seed=seed) if method == "ivimnet" else IVIMNetOptim(b, seed=seed)
     lr = 1e-3 if method == "ivimnet" else OPTIM_LR
     history = train(net, x, lr=lr, batches_per_epoch=SCAN_BATCHES_PER_EPOCH, **options)

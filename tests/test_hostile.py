@@ -184,3 +184,116 @@ def test_invalid_voxels_become_nan_and_leave_the_others_alone(trained_net):
             np.testing.assert_allclose(got[keep], ref, rtol=1e-6, err_msg=name)
     with pytest.raises(ValueError, match="invalid must be"):
         iv.fit_lsq(signals, iv.SEED_B_VALUES, invalid="drop")
+
+
+def test_out_holding_other_files_is_refused_and_kept(scan, capsys):
+    folder, _, _ = scan
+    (folder / "notes.txt").write_text("mine")
+    code, err = _run(capsys, "fit", folder / "d.nii.gz", "--bvals", folder / "d.bval", "--out", folder,
+                     "--method", "lsq")
+    _one_line_error(code, err, "did not write")
+    assert (folder / "notes.txt").read_text() == "mine" and (folder / "d.nii.gz").is_file()
+
+
+def test_mask_on_another_grid_is_refused(scan, capsys):
+    folder, ph, _ = scan
+    flipped = np.diag([-1.0, 1, 1, 1])
+    flipped[0, 3] = 15
+    nib.save(nib.Nifti1Image((ph.labels[::-1] > 0).astype(np.uint8), flipped), folder / "m.nii.gz")
+    code, err = _run(capsys, "fit", folder / "d.nii.gz", "--bvals", folder / "d.bval", "--mask",
+                     folder / "m.nii.gz", "--out", folder / "o", "--method", "lsq")
+    _one_line_error(code, err, "voxel grid")
+
+
+@pytest.fixture()
+def big_scan(tmp_path):
+    ph = iv.anatomical_phantom((32, 32, 2), directions=1, seed=9)
+    iv.save_dwi(ph.dwi, ph.b_values, np.eye(4), tmp_path / "d.nii.gz", tmp_path / "d.bval")
+    return tmp_path, ph, None
+
+
+def test_too_few_voxels_to_train_on_is_one_clear_line(scan, capsys):
+    folder, _, _ = scan
+    code, err = _run(capsys, "fit", folder / "d.nii.gz", "--bvals", folder / "d.bval", "--out", folder / "o",
+                     "--method", "ivimnet")
+    _one_line_error(code, err, "at least 500 masked voxels", "supervised")
+
+
+def test_model_of_another_method_is_refused(big_scan, capsys, tmp_path):
+    folder, ph, _ = big_scan
+    code = cli(["fit", str(folder / "d.nii.gz"), "--bvals", str(folder / "d.bval"), "--out", str(tmp_path / "a"),
+                "--method", "ivimnet", "--max-epochs", "2", "--no-progress"])
+    assert code == 0
+    capsys.readouterr()
+    code, err = _run(capsys, "fit", folder / "d.nii.gz", "--bvals", folder / "d.bval", "--out", tmp_path / "b",
+                     "--model", tmp_path / "a" / "ivimnet.pt", "--method", "supervised")
+    _one_line_error(code, err, "ivimnet network")
+    assert cli(["fit", str(folder / "d.nii.gz"), "--bvals", str(folder / "d.bval"), "--out", str(tmp_path / "c"),
+                "--model", str(tmp_path / "a" / "ivimnet.pt")]) == 0
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["method"] == "ivimnet" and summary["model"].endswith("ivimnet.pt")
+
+
+def test_sigma_without_bayes_and_too_few_b_values_are_refused(scan, capsys):
+    folder, ph, _ = scan
+    code, err = _run(capsys, "fit", folder / "d.nii.gz", "--bvals", folder / "d.bval", "--out", folder / "o",
+                     "--method", "lsq", "--sigma", "0.1")
+    _one_line_error(code, err, "--sigma")
+    keep = np.isin(ph.b_values, [0, 10, 150, 1000])
+    iv.save_dwi(ph.dwi[..., keep], ph.b_values[keep], np.eye(4), folder / "f.nii.gz", folder / "f.bval")
+    code, err = _run(capsys, "fit", folder / "f.nii.gz", "--bvals", folder / "f.bval", "--out", folder / "o",
+                     "--method", "ivimnet")
+    _one_line_error(code, err, "at least 5 distinct b-values")
+
+
+def test_failed_run_leaves_no_new_parent_folders_and_outputs_are_readable(scan, capsys):
+    import os
+    import stat
+
+    folder, _, _ = scan
+    code, err = _run(capsys, "fit", folder / "missing.nii.gz", "--bvals", folder / "d.bval", "--out",
+                     folder / "new" / "deep" / "maps")
+    assert code == 2 and not (folder / "new").exists()
+    assert cli(["fit", str(folder / "d.nii.gz"), "--bvals", str(folder / "d.bval"), "--out", str(folder / "o"),
+                "--method", "lsq"]) == 0
+    mode = stat.S_IMODE(os.stat(folder / "o").st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o777 & ~umask
+
+
+def test_sigterm_cleans_up_like_ctrl_c(big_scan):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder, _, _ = big_scan
+    proc = subprocess.Popen([sys.executable, "-m", "ivim_demo", "fit", str(folder / "d.nii.gz"), "--bvals",
+                             str(folder / "d.bval"), "--out", str(folder / "o"), "--method", "ivimnet",
+                             "--no-progress"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.name.startswith(".o.partial") for p in folder.iterdir()):
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert not (folder / "o").exists() and not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_api_refuses_what_is_not_a_network_and_a_net_with_a_classical_method(scan):
+    _, _, ex = scan
+    keep = iv.make_mask(ex.dwi)
+    for net, method in (("file.pt", "ivimnet"), (iv.IVIMNet(ex.b_values), "lsq")):
+        with pytest.raises(ValueError):
+            iv.fit_volume(ex.dwi, ex.b_values, keep, method=method, net=net)
+    with pytest.raises(ValueError, match="path"):
+        iv.load_dwi(None, "x.bval")
+    with pytest.raises(ValueError, match="method must be"):
+        iv.make_mask(ex.dwi, method=None)
+    with pytest.raises(ValueError, match="complex"):
+        iv.make_mask(ex.dwi.astype(np.complex64))
+    nan_mask = np.where(keep, 1.0, np.nan)  # NaN is outside, as in make_mask and the command line
+    fit = iv.fit_volume(ex.dwi, ex.b_values, nan_mask, method="lsq")
+    assert fit.info["voxels"] == int(keep.sum())
