@@ -132,9 +132,8 @@ ABLATION = [
 #: mm^2/s, Fp a fraction), unlike the seed's simulation box (Fp 0.1-0.4, Dt up to 0.002) ...
 IN_VIVO_BOX = {"Dp": (0.005, 0.2), "Dt": (0.0003, 0.005), "Fp": (0.0, 0.7)}
 #: ... with Dp and Dt drawn log-uniformly. A diffusion coefficient is a scale: uniform over
-#: 0.0003-0.005 puts 80 % of the prior above 0.0013, the posterior mean of a noisy voxel is pulled
-#: towards 0.0027, and liver Dt came out 1.35e-3 on volunteer2 against the authors' 1.06e-3;
-#: log-uniform (median 0.0012) gave 0.99e-3.
+#: 0.0003-0.005 puts 74 % of the prior above 0.0015 mm^2/s and pulls the posterior mean of a noisy
+#: voxel towards 0.0027; log-uniform has its median at 0.0012, where most abdominal tissue lies.
 IN_VIVO_LOG = ("Dp", "Dt")
 
 #: Mini-batches per epoch when a network trains on a scan (IVIMNET's in vivo code uses 500): an
