@@ -114,6 +114,11 @@ def _in_vivo(result):
             "min-max over training seeds 0, 1, 2). *passed*: runs meeting all four checks of "
             "`iv.check_agreement`; *warned*: runs whose fit raised a quality warning.\n\n")
     text = head + markdown_table(out)
+    totals = [{"method": m, "runs passing all four checks": f"{sum(r['passed'] for r in rows if r['method'] == m)}/"
+                                                              f"{sum(r['method'] == m for r in rows)}",
+               "runs with a warning": f"{sum(bool(r['warnings']) for r in rows if r['method'] == m)}"}
+              for m in dict.fromkeys(r["method"] for r in rows)]
+    text += "\n\n**All scans together** (3 volunteers and the phantom)\n\n" + markdown_table(totals)
     voxel = [r for r in rows if r.get("voxel_nrmse")]
     if voxel:
         table = [{"method": m, **{p: _span([r["voxel_nrmse"][p] for r in voxel if r["method"] == m], digits=3)
