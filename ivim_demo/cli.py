@@ -179,7 +179,7 @@ def main(argv=None) -> int:
 
     args = _parser().parse_args(argv)
     staging = None
-    previous = signal.signal(signal.SIGTERM, _terminate) if threading_main() else None
+    previous = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # what matters reaches summary.json and the lines below
@@ -211,7 +211,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def threading_main() -> bool:
+def _in_main_thread() -> bool:
     """Signal handlers can only be set from the main thread (tests may call ``main`` from others)."""
     import threading
 

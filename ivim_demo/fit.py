@@ -152,11 +152,11 @@ def fit_segmented(signals, b_values, *, b_threshold=200.0, bounds=None, chunk=CH
         on top of the input and output, whatever the number of voxels. Results do not depend on it.
     progress : bool
         Show a progress bar over voxels.
-
     invalid : {"raise", "nan"}
         ``"raise"`` (default): refuse signals with NaN/inf, negative values or
         S(b=0) <= 0 in any voxel. ``"nan"``: such voxels get NaN estimates
         and the others are fitted (see ``checks.invalid_option``).
+
     Returns
     -------
     IVIMParams
@@ -247,11 +247,11 @@ def fit_lsq(signals, b_values, *, bounds=None, max_iter=50, tol=1e-7, chunk=CHUN
         not depend on it.
     progress : bool
         Show a progress bar over voxels.
-
     invalid : {"raise", "nan"}
         ``"raise"`` (default): refuse signals with NaN/inf, negative values or
         S(b=0) <= 0 in any voxel. ``"nan"``: such voxels get NaN estimates
         and the others are fitted (see ``checks.invalid_option``).
+
     Returns
     -------
     IVIMParams
@@ -390,11 +390,11 @@ def fit_bayes(signals, b_values, *, sigma, prior=None, grid=(40, 40, 40), chunk=
         whatever the grid). Results do not depend on it.
     progress : bool
         Show a progress bar over voxels.
-
     invalid : {"raise", "nan"}
         ``"raise"`` (default): refuse signals with NaN/inf, negative values or
         S(b=0) <= 0 in any voxel. ``"nan"``: such voxels get NaN estimates
         and the others are fitted (see ``checks.invalid_option``).
+
     Returns
     -------
     IVIMParams

@@ -120,11 +120,11 @@ def predict(net, signals, *, b_values=None) -> IVIMParams:
     b_values : array_like, optional
         The signals' b-values (s/mm^2). When given they must equal the
         network's; this is how data acquired differently is refused.
-
     invalid : {"raise", "nan"}
         ``"raise"`` (default): refuse signals with NaN/inf, negative values or
         S(b=0) <= 0 in any voxel. ``"nan"``: such voxels get NaN estimates
         and the others are fitted (see ``checks.invalid_option``).
+
     Returns
     -------
     IVIMParams
