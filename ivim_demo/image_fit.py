@@ -12,7 +12,7 @@ from .infer import predict
 from .methods import DEFAULT_METHOD, METHODS, NETWORK_METHODS, classical_fit
 from .signal_model import IVIMParams
 from .networks import acquisition_matches
-from .quality import quality_measures, quality_warnings, residual
+from .quality import decay_warnings, quality_measures, quality_warnings, residual
 from .recipes import IN_VIVO_BOX, train_on_scan
 
 __all__ = ["METHODS", "NETWORK_METHODS", "VolumeFit", "fit_volume", "method_of"]
@@ -152,10 +152,9 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
     res = residual(voxels, b, est)
     lsq = est if method == "lsq" else fit_lsq(voxels, b)
     info["residual_median"] = float(np.median(res))
-    if method == "lsq":
-        info["warnings"] = []
-    else:
+    info["warnings"] = decay_warnings(voxels, b)
+    if method != "lsq":  # the others are judged against least squares on the same voxels
         info["quality"] = quality_measures(est, res, lsq, residual(voxels, b, lsq), n_b=len(b))
-        info["warnings"] = quality_warnings(method, info["quality"], network=method in NETWORK_METHODS)
+        info["warnings"] += quality_warnings(method, info["quality"], network=method in NETWORK_METHODS)
     maps = IVIMParams(*(_unmask(values, m) for values in est))
     return VolumeFit(maps, _unmask(res, m), info, net if method in NETWORK_METHODS else None)

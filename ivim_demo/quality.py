@@ -13,7 +13,7 @@ import numpy as np
 from .checks import check_b_values
 from .signal_model import IVIMParams, ivim
 
-__all__ = ["residual", "spread", "quality_measures", "quality_warnings", "FLAT_FRACTION", "FLAT_ABSOLUTE",
+__all__ = ["residual", "spread", "signal_rise", "decay_warnings", "quality_measures", "quality_warnings", "FLAT_FRACTION", "FLAT_ABSOLUTE",
            "RESIDUAL_RATIO", "DT_RATIO"]
 
 #: An Fp map is *flat* when its 5th-95th percentile spread is below this fraction of least squares'
@@ -35,6 +35,30 @@ RESIDUAL_RATIO = 1.25
 #: factor or below its inverse. The median over thousands of voxels is robust to least squares'
 #: noisy voxels, so a large gap is a bias of the method, not noise.
 DT_RATIO = 1.3
+
+
+#: The median normalised signal of a scan falls with b (measured on the shipped scans: it never
+#: rose, and fell by at least 0.005 per step). A rise of more than this between neighbouring
+#: b-values means the b-values do not belong to the volumes (shuffled, or another scan's bvals file):
+#: with the bvals of the shipped volunteers shuffled, the largest rise was 0.20-0.42.
+RISE_LIMIT = 0.05
+
+
+def signal_rise(signals) -> float:
+    """Largest rise of the voxels' median S(b)/S(b=0) from one b-value to the next (b increasing)."""
+    s = np.asarray(signals, dtype=float).reshape(-1, np.shape(signals)[-1])
+    return float(np.diff(np.median(s / s[:, :1], axis=0)).max())
+
+
+def decay_warnings(signals, b_values) -> list:
+    """A warning when the median signal rises with b: the b-values do not match the volumes."""
+    b = check_b_values(b_values)
+    rise = signal_rise(signals)
+    if rise <= RISE_LIMIT:
+        return []
+    return [f"the median signal rises by {rise:.2f} (of S(b=0)) between two neighbouring b-values of "
+            f"{b.tolist()} s/mm^2; diffusion-weighted signal falls with b: check that the bvals file belongs to "
+            "this image and lists the volumes in their order. Every map of this run is suspect."]
 
 
 def residual(signals, b_values, params: IVIMParams) -> np.ndarray:

@@ -213,3 +213,13 @@ def test_the_true_parameters_are_not_flagged(b_values):
     ratio = q["residual_median"] / q["residual_median_lsq"]
     assert 0.85 * q["residual_ratio_expected"] < ratio < 1.15 * q["residual_ratio_expected"], ratio
     assert iv.quality_warnings("truth", q) == []
+
+
+def test_b_values_that_do_not_belong_to_the_volumes_are_flagged_for_every_method():
+    ex = iv.load_example("volunteer1")
+    keep = iv.make_mask(ex.dwi, mask=ex.mask, warn=False)
+    assert iv.fit_volume(ex.dwi, ex.b_values, keep, method="lsq").info["warnings"] == []
+    shuffled = ex.dwi[..., [0, 5, 2, 8, 1, 7, 3, 6, 4]]  # the bvals file of another acquisition order
+    for method in ("lsq", "segmented"):
+        warnings = iv.fit_volume(shuffled, ex.b_values, keep, method=method).info["warnings"]
+        assert any("median signal rises" in w for w in warnings), (method, warnings)
