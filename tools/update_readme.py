@@ -116,7 +116,8 @@ def _in_vivo(result):
     text = head + markdown_table(out)
     totals = [{"method": m, "runs passing all four checks": f"{sum(r['passed'] for r in rows if r['method'] == m)}/"
                                                               f"{sum(r['method'] == m for r in rows)}",
-               "runs with a warning": f"{sum(bool(r['warnings']) for r in rows if r['method'] == m)}"}
+               "runs with a warning": f"{sum(bool(r['warnings']) for r in rows if r['method'] == m)}/"
+                                      f"{sum(r['method'] == m for r in rows)}"}
               for m in dict.fromkeys(r["method"] for r in rows)]
     text += "\n\n**All scans together** (3 volunteers and the phantom)\n\n" + markdown_table(totals)
     voxel = [r for r in rows if r.get("voxel_nrmse")]
