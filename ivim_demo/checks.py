@@ -15,6 +15,7 @@ __all__ = [
     "valid_voxels",
     "invalid_option",
     "check_b_values",
+    "check_b_units",
     "check_signals",
     "normalise",
     "check_box",
@@ -58,17 +59,27 @@ def check_b_values(b_values) -> np.ndarray:
             f"b_values must start at b=0 (got {b[0]:g}): the signal is normalised by S(b=0). "
             "Sort the volumes so the b=0 volume comes first."
         )
-    if not 5 <= b.max() <= 10_000:
-        raise ValueError(
-            f"the largest b-value is {b.max():g}; IVIM b-values are in s/mm^2 (typically up to 500-1000). "
-            "Convert them to s/mm^2 (from s/m^2 divide by 1e6, from ms/um^2 multiply by 1000)."
-        )
+    check_b_units(b)
     if np.any(np.diff(b) <= 0):
         raise ValueError(
             f"b_values must be strictly increasing, got {b.tolist()}. "
             "Sort them and average repeated b-values (load_dwi does both)."
         )
     return b
+
+
+def check_b_units(b_values) -> None:
+    """Refuse b-values that are not in s/mm^2: the largest must lie between 5 and 10,000.
+
+    b-values in s/m^2 (x 1e6) or ms/um^2 (x 1e-3) would otherwise give garbage
+    maps without an error.
+    """
+    top = float(np.max(b_values))
+    if not 5 <= top <= 10_000:
+        raise ValueError(
+            f"the largest b-value is {top:g}; IVIM b-values are in s/mm^2 (typically up to 500-1000). "
+            "Convert them to s/mm^2 (from s/m^2 divide by 1e6, from ms/um^2 multiply by 1000)."
+        )
 
 
 def check_signals(signals, *, n_b: int | None = None, name: str = "signals") -> np.ndarray:

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 
+from .checks import check_b_units
 from .signal_model import IVIMParams
 
 __all__ = ["load_dwi", "load_mask", "average_directions", "save_maps", "save_dwi"]
@@ -66,11 +67,7 @@ def load_dwi(nifti_path, bvals_path, *, average="geometric"):
         )
     if not np.all(np.isfinite(bvals)) or (bvals < 0).any():
         raise ValueError(f"b-values must be finite and >= 0 s/mm^2, got {bvals.tolist()}.")
-    if not 5 <= bvals.max() <= 10_000:
-        raise ValueError(
-            f"the largest b-value is {bvals.max():g}; IVIM b-values are in s/mm^2 (typically up to 500-1000). "
-            "Convert the bvals file to s/mm^2 (from s/m^2 divide by 1e6, from ms/um^2 multiply by 1000)."
-        )
+    check_b_units(bvals)
     if not (np.round(bvals) == 0).any():
         raise ValueError("no b=0 volume: IVIM fitting normalises by S(b=0), so the series needs one.")
     if np.iscomplexobj(np.empty(0, dtype=img.get_data_dtype())):

@@ -13,8 +13,8 @@ import numpy as np
 from .checks import check_b_values
 from .signal_model import IVIMParams, ivim
 
-__all__ = ["residual", "spread", "signal_rise", "decay_warnings", "quality_measures", "quality_warnings", "FLAT_FRACTION", "FLAT_ABSOLUTE",
-           "RESIDUAL_RATIO", "DT_RATIO"]
+__all__ = ["residual", "spread", "signal_rise", "decay_warnings", "quality_measures", "quality_warnings",
+           "FLAT_FRACTION", "FLAT_ABSOLUTE", "FLAT_MIN_VOXELS", "RESIDUAL_RATIO", "DT_RATIO", "RISE_LIMIT"]
 
 #: An Fp map is *flat* when its 5th-95th percentile spread is below this fraction of least squares'
 #: spread on the same voxels ...
@@ -118,7 +118,7 @@ def quality_measures(params: IVIMParams, res, lsq: IVIMParams, lsq_res, *, n_b: 
     Returns
     -------
     dict
-        ``finite`` (bool), ``fp_spread`` and ``fp_spread_lsq`` (5-95th
+        ``finite`` (bool), ``voxels``, ``fp_spread`` and ``fp_spread_lsq`` (5-95th
         percentile range of Fp), ``residual_median``,
         ``residual_median_lsq``, ``residual_ratio_expected``
         (sqrt(n_b / (n_b - 4)): a good estimator's residual over least
@@ -156,7 +156,7 @@ def quality_warnings(method: str, measures: dict, *, network: bool = False) -> l
     if not q["finite"]:
         out.append(f"{method}: the maps contain NaN or inf; do not use them (check the input and the model).")
     flat = q["fp_spread"] < max(FLAT_ABSOLUTE, FLAT_FRACTION * q["fp_spread_lsq"])
-    if flat and q.get("voxels", FLAT_MIN_VOXELS) >= FLAT_MIN_VOXELS:
+    if flat and q["voxels"] >= FLAT_MIN_VOXELS:
         out.append(f"{method}: the Fp map is flat (5-95th percentile spread {q['fp_spread']:.3f}, least squares "
                    f"{q['fp_spread_lsq']:.3f} on the same voxels); the fit has likely collapsed: do not use it, "
                    f"try {'another seed or ' if network else ''}another method.")

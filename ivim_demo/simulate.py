@@ -90,7 +90,8 @@ def sample_params(n, *, box=None, log=(), seed=0) -> IVIMParams:
     box = check_box(PARAMETER_BOX if box is None else box, name="box")
     unknown = set(log) - {"Dp", "Dt"}
     if unknown:
-        raise ValueError(f"log names the diffusion coefficients to draw log-uniformly ('Dp', 'Dt'); got {sorted(unknown)}.")
+        raise ValueError(f"log names the diffusion coefficients to draw log-uniformly ('Dp', 'Dt'); "
+                         f"got {sorted(unknown)}.")
     if any(box[k][0] <= 0 for k in log):
         raise ValueError(f"a log-uniform range needs a lower end > 0; got {({k: box[k] for k in log})}.")
     rng = _rng(seed)
