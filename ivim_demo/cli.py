@@ -173,17 +173,40 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt  # SIGTERM (a job scheduler, `timeout`) cleans up like Ctrl-C
 
 
+def _import_libraries() -> None:
+    """Import the heavy libraries (while ``main`` holds Ctrl-C and SIGTERM back).
+
+    An interrupt that lands inside a C extension's initialisation (torch, matplotlib) does not arrive as a
+    clean ``KeyboardInterrupt``: measured, it aborted the process (SIGABRT), turned into an ``ImportError``,
+    or made Python exit by SIGINT after ``main`` had returned 130.
+    """
+    import matplotlib.pyplot  # noqa: F401
+    import nibabel  # noqa: F401
+    import scipy.optimize  # noqa: F401
+    import torch  # noqa: F401
+
+    from . import checkpoint, image_fit, mask, nifti, plots  # noqa: F401
+
+
 def main(argv=None) -> int:
     import signal
     import warnings
 
     args = _parser().parse_args(argv)
     staging = None
-    previous = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
+    handlers, previous, held = {}, {}, []
+    if _in_main_thread():  # until the libraries are loaded, an interrupt is only noted
+        handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _terminate}
+        previous = {signum: signal.signal(signum, lambda signum, frame: held.append(signum)) for signum in handlers}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # what matters reaches summary.json and the lines below
             staging = _Staging(args.out)
+            _import_libraries()
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+            if held:
+                raise KeyboardInterrupt
             summary = _fit(args, staging.path)
             staging.publish()
     except ValueError as err:  # bad input: one line, no traceback
@@ -200,8 +223,8 @@ def main(argv=None) -> int:
     finally:
         if staging is not None:
             staging.discard()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if summary["excluded_voxels"]:
         print(f"warning: {summary['excluded_voxels']} voxel(s) in the mask excluded (NaN/inf, negative or "
               "S(b=0) <= 0); their maps are 0", file=sys.stderr)

@@ -262,7 +262,8 @@ def test_failed_run_leaves_no_new_parent_folders_and_outputs_are_readable(scan, 
     assert mode == 0o777 & ~umask
 
 
-def test_sigterm_cleans_up_like_ctrl_c(big_scan):
+@pytest.mark.parametrize("delay", [0.3, 1.5])  # while torch and matplotlib load, and later
+def test_sigterm_cleans_up_like_ctrl_c(big_scan, delay):
     import signal
     import subprocess
     import sys
@@ -275,7 +276,7 @@ def test_sigterm_cleans_up_like_ctrl_c(big_scan):
     deadline = time.time() + 120
     while time.time() < deadline and not any(p.name.startswith(".o.partial") for p in folder.iterdir()):
         time.sleep(0.1)
-    time.sleep(1.0)
+    time.sleep(delay)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
