@@ -41,7 +41,7 @@ _SOURCES = {
               "save_figure"],
     "simulate": ["PHANTOM_REGIONS", "add_rician_noise", "phantom", "phantom_regions", "sample_params",
                  "scan_like_data", "training_data"],
-    "train": ["TrainHistory", "device", "train"],
+    "train": ["TrainHistory", "device", "train", "training_warnings"],
     "image_fit": ["VolumeFit", "fit_volume", "method_of"],
 }
 _EXPORTS = {name: module for module, names in _SOURCES.items() for name in names}

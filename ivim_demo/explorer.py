@@ -30,7 +30,8 @@ def _model_file(set_name: str) -> str:
 
 def explorer_network(set_name: str):
     """The small IVIM-NET shipped for one of ``B_VALUE_SETS`` (trained by
-    ``tools/make_explorer_models.py``: seed network, 20k voxels from the box, SNR 50, seed 0)."""
+    ``tools/make_explorer_models.py``: seed network, 20k voxels from the box, SNR 50; training seed 0,
+    except the sparse set's: seed 0 learned nothing there, seed 1 not Fp, so it is seed 2)."""
     if set_name not in B_VALUE_SETS:
         raise ValueError(f"unknown b-value set {set_name!r}; choose from {list(B_VALUE_SETS)}.")
     path = resources.files("ivim_demo") / "data" / _model_file(set_name)

@@ -153,6 +153,8 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
     lsq = est if method == "lsq" else fit_lsq(voxels, b)
     info["residual_median"] = float(np.median(res))
     info["warnings"] = decay_warnings(voxels, b)
+    if method in NETWORK_METHODS:  # what train() found wrong (a loss that never improved, a constant output)
+        info["warnings"] += list((getattr(net, "history", None) or {}).get("warnings", []))
     if method != "lsq":  # the others are judged against least squares on the same voxels
         info["quality"] = quality_measures(est, res, lsq, residual(voxels, b, lsq), n_b=len(b))
         info["warnings"] += quality_warnings(method, info["quality"], network=method in NETWORK_METHODS)

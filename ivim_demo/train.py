@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +15,7 @@ from .checks import check_signals, normalise
 from .metrics import PARAMS
 from .signal_model import PARAMETER_BOX
 
-__all__ = ["TrainHistory", "train", "device"]
+__all__ = ["TrainHistory", "train", "device", "training_warnings", "MIN_IMPROVEMENT", "MIN_OUTPUT_SPREAD"]
 
 
 def device() -> torch.device:
@@ -41,6 +42,9 @@ class TrainHistory:
         Wall-clock training time.
     stopped_early : bool
         True when patience ran out before ``max_epochs``.
+    warnings : list of str
+        What ``train`` found wrong with the result (see ``training_warnings``):
+        empty for a network that learned.
     """
 
     loss: list = field(default_factory=list)
@@ -49,6 +53,7 @@ class TrainHistory:
     best_epoch: int = -1
     seconds: float = 0.0
     stopped_early: bool = False
+    warnings: list = field(default_factory=list)
 
     @property
     def epochs(self) -> int:
@@ -65,6 +70,7 @@ class TrainHistory:
             "epochs": self.epochs,
             "seconds": float(self.seconds),
             "stopped_early": bool(self.stopped_early),
+            "warnings": [str(w) for w in self.warnings],
         }
 
 
@@ -294,4 +300,65 @@ def train(
     from .infer import decide_labelling  # which output is Dp: decided once, on the training signals
 
     decide_labelling(net, s)
+    history.warnings = training_warnings(net, history, s)
+    for text in history.warnings:
+        warnings.warn(text, RuntimeWarning, stacklevel=2)
     return history
+
+
+#: Less than this relative fall of the monitored loss from the first epoch to the best: nothing was learned.
+MIN_IMPROVEMENT = 1e-3
+#: No estimate varies over the training voxels by more than this (relative to its mean): a constant network
+#: (the dead explorer network above varied by 0.6-1 %; the shipped ones that learned, by 13-45 %).
+MIN_OUTPUT_SPREAD = 0.02
+
+
+def training_warnings(net, history: TrainHistory, signals, *, n_check: int = 2000) -> list:
+    """Why a trained network should not be trusted, as sentences (empty: none found).
+
+    Two failures that ``train`` otherwise returns without a word (a shipped
+    explorer network once had both: loss flat at 52.2 for 13 epochs, Dp 0.68,
+    Dt 0.51 mm^2/s, Fp 0.85 for every signal):
+
+    * the loss never improved: the monitored loss (validation, or training
+      without a split) at the best epoch is less than ``MIN_IMPROVEMENT``
+      (relative) below the first epoch's;
+    * a parameter is constant: on (up to ``n_check`` of) its training signals
+      an estimated parameter varies by less than ``MIN_OUTPUT_SPREAD`` of its
+      mean magnitude (one sentence per such parameter).
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The trained network (eval mode, its labelling decided).
+    history : TrainHistory
+    signals : ndarray
+        Its training signals ``(n, n_b)``.
+    n_check : int
+        How many of them to predict for the spread check (the first ones).
+
+    Returns
+    -------
+    list of str
+    """
+    from .infer import predict
+
+    out = []
+    monitored = history.val_loss if history.val_loss else history.loss
+    if len(monitored) > 1:
+        first, best = monitored[0], min(monitored)
+        if not best < first * (1 - MIN_IMPROVEMENT):
+            out.append(f"training never improved the loss (first epoch {first:.4g}, best {best:.4g} after "
+                       f"{len(monitored)} epochs): the network did not learn; train it again with another "
+                       "seed or a lower lr, and check its estimates before use.")
+    est = predict(net, signals[:n_check])
+    if len(est.Dp) > 1:
+        for p in PARAMS:
+            values = getattr(est, p)
+            mean = float(np.nanmean(values))
+            spread = float(np.nanstd(values)) / max(abs(mean), 1e-30)
+            if spread < MIN_OUTPUT_SPREAD:
+                out.append(f"the network gives nearly the same {p} for every signal ({mean:.3g}, spread "
+                           f"{spread:.1%} of its mean): it has not learned {p}; train it again with another "
+                           "seed or a lower lr, and do not use its {p} estimates.".replace("{p}", p))
+    return out

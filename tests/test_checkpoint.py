@@ -299,7 +299,8 @@ def test_format_1_files_load_silently_with_their_labelling(tmp_path):
         loaded = iv.load_model(tmp_path / "old.pt")
         shipped = {name: iv.explorer_network(name) for name in iv.B_VALUE_SETS}
     assert loaded.swapped is True and _same_weights(loaded, net)
-    # the shipped explorer networks are format-1 files; the seed one learned Dt in output 0
+    # the seed and dense explorer networks are format-1 files (sparse: format 2, retrained); the seed one
+    # learned Dt in output 0
     assert {name: n.swapped for name, n in shipped.items()} == {
         "seed (8 b-values)": True, "sparse (4 b-values)": False, "dense (12 b-values)": False}
     est = iv.predict(shipped["seed (8 b-values)"], iv.training_data(500, seed=5)[0])
