@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 #: Submodule of every public name.
 _SOURCES = {
     "anatomy": ["TISSUES", "AnatomicalPhantom", "anatomical_phantom"],
-    "handoff": ["load_dataset", "load_or_make_dataset", "load_or_make_model", "load_table", "save_dataset",
-                  "save_table"],
+    "handoff": ["dataset_settings", "load_dataset", "load_or_make_dataset", "load_or_make_model", "load_table",
+                "save_dataset", "save_table"],
     "compare": ["ablation", "compare_at_snr", "fit_all", "score"],
     "examples": ["CITATION", "EXAMPLES", "load_example", "phantom_example"],
     "checkpoint": ["load_model", "save_model"],
@@ -34,7 +34,7 @@ _SOURCES = {
     "networks": ["IVIMNet", "IVIMNetOptim"],
     "nifti": ["average_directions", "load_dwi", "load_mask", "save_dwi", "save_maps"],
     "quality": ["quality_measures", "quality_warnings", "residual"],
-    "recipes": ["ABLATION", "IN_VIVO_BOX", "IN_VIVO_LOG", "OPTIM_LR", "RECIPES", "seed_network", "train_for_snr",
+    "recipes": ["ABLATION", "IN_VIVO_BOX", "IN_VIVO_LOG", "OPTIM_LR", "RECIPES", "SEED_TRAINING", "seed_network", "train_for_snr",
                 "train_jobs", "train_many", "train_on_scan"],
     "plots": ["plot_ablation", "MAP_LIMITS", "SCAN_LIMITS", "plot_b_images", "plot_estimate_vs_truth", "plot_images", "plot_loss",
               "plot_maps", "plot_metric_vs_snr", "plot_parameter_distributions", "plot_signal_examples",

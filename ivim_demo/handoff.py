@@ -15,14 +15,26 @@ import numpy as np
 from .checkpoint import load_model, save_model
 from .signal_model import IVIMParams
 
-__all__ = ["save_dataset", "load_dataset", "load_or_make_dataset", "load_or_make_model", "save_table", "load_table"]
+__all__ = ["save_dataset", "load_dataset", "dataset_settings", "load_or_make_dataset", "load_or_make_model",
+           "save_table", "load_table"]
 
 
-def save_dataset(path, signals, params: IVIMParams, b_values) -> str:
-    """Save signals ``(..., n_b)``, their true parameters and b-values (s/mm^2) as ``.npz``."""
+def _plain_settings(settings):
+    """``settings`` as JSON would give it back (tuples become lists, numpy numbers plain), for comparing."""
+    return None if settings is None else json.loads(json.dumps(settings, default=lambda v: v.item()))
+
+
+def save_dataset(path, signals, params: IVIMParams, b_values, *, settings=None) -> str:
+    """Save signals ``(..., n_b)``, their true parameters and b-values (s/mm^2) as ``.npz``.
+
+    ``settings`` (a dict of plain values, e.g. the notebook's sample count, noise and seed) is stored
+    with them, so that ``load_or_make_dataset`` can tell whether the file answers another notebook's
+    parameters.
+    """
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    np.savez_compressed(path, signals=signals, b_values=b_values, **params._asdict())
+    extra = {} if settings is None else {"settings": np.array(json.dumps(_plain_settings(settings)))}
+    np.savez_compressed(path, signals=signals, b_values=b_values, **params._asdict(), **extra)
     return path
 
 
@@ -39,8 +51,28 @@ def load_dataset(path):
         return f["signals"], IVIMParams(*(f[k] for k in IVIMParams._fields)), f["b_values"]
 
 
-def load_or_make_dataset(path, make, *, made_by: str):
-    """Load a dataset, or make and save it when the file is missing.
+def dataset_settings(path):
+    """The ``settings`` a dataset was saved with (None for a file saved without)."""
+    with np.load(os.fspath(path)) as f:
+        return json.loads(str(f["settings"])) if "settings" in f.files else None
+
+
+def _reuse(path, stored, settings, *, made_by: str, what: str) -> bool:
+    """Whether the file at ``path`` may be used for ``settings``; warns when it is remade."""
+    if not os.path.isfile(path):
+        warnings.warn(f"{os.fspath(path)} not found (it is written by {made_by}); {what} now.", stacklevel=3)
+        return False
+    wanted = _plain_settings(settings)
+    if wanted is None or stored == wanted:
+        return True
+    warnings.warn(f"{os.fspath(path)} was made with {stored if stored is not None else 'unrecorded settings'}, "
+                  f"but this notebook's parameters ask for {wanted}: {what} again with this notebook's parameters "
+                  "(and saving it over the old file).", stacklevel=3)
+    return False
+
+
+def load_or_make_dataset(path, make, *, made_by: str, settings=None):
+    """Load a dataset, or make and save it when the file is missing or was made with other settings.
 
     Parameters
     ----------
@@ -49,17 +81,21 @@ def load_or_make_dataset(path, make, *, made_by: str):
         Returns ``(signals, params, b_values)``.
     made_by : str
         The notebook that normally writes ``path``, named in the warning.
+    settings : dict, optional
+        What this notebook would make the dataset with (e.g. ``{"n": N_SAMPLES, "sigma": SIGMA, "seed":
+        SEED}``, the keys the writing notebook saved). When the file was saved with other settings (or
+        none), it is made again, saved and a warning says so. ``None``: any existing file is used.
     """
-    if os.path.isfile(path):
+    if _reuse(path, dataset_settings(path) if os.path.isfile(path) else None, settings, made_by=made_by,
+              what="making it"):
         return load_dataset(path)
-    warnings.warn(f"{os.fspath(path)} not found (it is written by {made_by}); making it now.", stacklevel=2)
     signals, params, b_values = make()
-    save_dataset(path, signals, params, b_values)
+    save_dataset(path, signals, params, b_values, settings=settings)
     return signals, params, b_values
 
 
-def load_or_make_model(path, make, *, made_by: str):
-    """Load a checkpoint, or train one and save it when the file is missing.
+def load_or_make_model(path, make, *, made_by: str, settings=None):
+    """Load a checkpoint, or train one and save it when the file is missing or was trained otherwise.
 
     Parameters
     ----------
@@ -68,14 +104,22 @@ def load_or_make_model(path, make, *, made_by: str):
         Returns ``(net, history)``, e.g. by calling ``train``.
     made_by : str
         The notebook that normally writes ``path``, named in the warning.
+    settings : dict, optional
+        What this notebook would train with (e.g. ``{"n": ..., "sigma": ..., "seed": ..., "max_epochs":
+        ...}``), compared with the ``made_with`` entry of the checkpoint's history (``save_model(...,
+        history={..., "made_with": settings})``); on a difference the network is trained again, saved and
+        a warning says so. ``None``: any existing checkpoint is used.
     """
     if os.path.isfile(path):
-        return load_model(path)
-    warnings.warn(f"{os.fspath(path)} not found (it is written by {made_by}); training a network now.",
-                  stacklevel=2)
+        net = load_model(path)
+        if _reuse(path, (getattr(net, "history", None) or {}).get("made_with"), settings, made_by=made_by,
+                  what="training a network"):
+            return net
+    else:
+        _reuse(path, None, settings, made_by=made_by, what="training a network")
     net, history = make()
-    net.history = history.as_dict()
-    save_model(net, path)
+    net.history = {**history.as_dict(), **({} if settings is None else {"made_with": _plain_settings(settings)})}
+    save_model(net, path, history=net.history)
     return net
 
 

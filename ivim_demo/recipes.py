@@ -12,8 +12,11 @@ from .networks import IVIMNet, IVIMNetOptim
 from .simulate import scan_like_data, training_data
 from .train import train
 
-__all__ = ["RECIPES", "OPTIM_LR", "ABLATION", "IN_VIVO_BOX", "IN_VIVO_LOG", "SCAN_BATCHES_PER_EPOCH", "SCAN_RECIPES",
+__all__ = ["RECIPES", "SEED_TRAINING", "OPTIM_LR", "ABLATION", "IN_VIVO_BOX", "IN_VIVO_LOG", "SCAN_BATCHES_PER_EPOCH", "SCAN_RECIPES",
            "MIN_SCAN_VOXELS", "seed_network", "train_for_snr", "train_on_scan", "train_many", "train_jobs"]
+
+#: The seed's training settings (``train``'s defaults), as notebooks record them with a checkpoint.
+SEED_TRAINING = {"batch_size": 128, "lr": 1e-3, "patience": 10}
 
 #: Learning rate of the "optim" recipe. Kaandorp et al. publish 3e-5; with 100k voxels and
 #: epochs of 781 batches that did not converge within 9 minutes on 2 cores, while 1e-3 and 3e-4

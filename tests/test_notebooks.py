@@ -10,6 +10,8 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
+import ivim_demo as iv
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb"))
@@ -108,11 +110,33 @@ def test_checked_cells_reproduce_under_nbval(run_dir):
 
 def test_notebook_runs_on_its_own(tmp_path):
     """04 with nothing before it: it makes the phantom and trains a network itself, and says so."""
-    executed = run_notebook("04_inference_and_plots.ipynb", tmp_path)
-    nb = json.loads(executed.read_text())
-    text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    text = _printed(run_notebook("04_inference_and_plots.ipynb", tmp_path))
     assert "not found" in text and "training a network now" in text
     assert (tmp_path / "figures" / "04_maps_vs_truth.png").is_file()
+
+
+def _printed(executed):
+    nb = json.loads(executed.read_text())
+    return "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+
+
+@pytest.mark.parametrize("name", ["02_network_training.ipynb", "04_inference_and_plots.ipynb",
+                                  "05_method_comparison.ipynb"])
+def test_notebooks_in_order_reuse_what_the_previous_made(run_dir, name):
+    """Run in order with the same parameters, each reads the earlier notebook's files: nothing is remade."""
+    text = _printed(run_dir / name)
+    assert "was made with" not in text and "not found" not in text
+
+
+def test_a_notebook_run_with_other_parameters_remakes_what_it_reads(run_dir, tmp_path):
+    """02 with another sample count than 01 made its data with: it simulates its own, and says so."""
+    import shutil
+
+    shutil.copytree(run_dir / "data", tmp_path / "data")
+    executed = run_notebook("02_network_training.ipynb", tmp_path, N_SAMPLES=2000)
+    text = _printed(executed)
+    assert "was made with" in text and "'n': 3000" in text and "'n': 2000" in text
+    assert iv.dataset_settings(tmp_path / "data" / "training_data.npz")["n"] == 2000
 
 
 @pytest.mark.parametrize("name", ["02_network_training.ipynb", "04_inference_and_plots.ipynb"])
