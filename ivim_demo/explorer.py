@@ -63,8 +63,10 @@ def explore(Dp=0.05, Dt=0.001, Fp=0.2, snr=30.0, b_set="seed (8 b-values)", *, n
     dict
         ``b`` (acquired b-values), ``fine_b``, ``curve`` (noise-free signal on
         ``fine_b``), ``perfusion`` and ``tissue`` (the two compartments),
-        ``noisy`` (first noisy measurement at ``b``), and ``estimates``:
-        method -> {"first": (Dp, Dt, Fp), "mean": ..., "sd": ...}.
+        ``noisy`` (first noisy measurement at ``b``), ``truth``, ``snr``,
+        ``b_set``, and ``estimates``: method -> {"first": (Dp, Dt, Fp),
+        "mean": ..., "sd": ..., "median": ..., "p5": ..., "p95": ...} (5th
+        and 95th percentiles over the repeats).
     """
     if not (0 < Fp < 1) or Dp <= 0 or Dt <= 0 or snr <= 0:
         raise ValueError("need Dp, Dt > 0 (mm^2/s), 0 < Fp < 1 and SNR > 0.")
@@ -79,10 +81,12 @@ def explore(Dp=0.05, Dt=0.001, Fp=0.2, snr=30.0, b_set="seed (8 b-values)", *, n
     for name, est in (("LSQ", fit_lsq(noisy, b)), ("IVIM-NET", predict(net, noisy, b_values=b))):
         values = np.stack([est.Dp, est.Dt, est.Fp], axis=1)
         estimates[name] = {"first": tuple(values[0]), "mean": tuple(values.mean(axis=0)),
-                           "sd": tuple(values.std(axis=0))}
+                           "sd": tuple(values.std(axis=0)), "median": tuple(np.median(values, axis=0)),
+                           "p5": tuple(np.percentile(values, 5, axis=0)),
+                           "p95": tuple(np.percentile(values, 95, axis=0))}
     return {"b": b, "fine_b": fine, "curve": ivim(fine, Dp, Dt, Fp), "perfusion": Fp * np.exp(-fine * Dp),
             "tissue": (1 - Fp) * np.exp(-fine * Dt), "noisy": noisy[0], "truth": (Dp, Dt, Fp),
-            "estimates": estimates}
+            "snr": float(snr), "b_set": b_set, "estimates": estimates}
 
 
 def plot_explore(result):
@@ -97,16 +101,21 @@ def plot_explore(result):
                 lw=1, label=f"{name} fit of that measurement")
     ax.set(xlabel="b (s/mm²)", ylabel="S(b) / S0", ylim=(0, 1.1), title="Signal, compartments and fits")
     ax.legend(fontsize=8)
-    names, truth = ("Dp", "Dt", "Fp"), result["truth"]
+    names, truth = ("Dp", "Dt", "Fp"), np.array(result["truth"])
     x = np.arange(3)
     for k, (name, colour) in enumerate((("LSQ", "tab:green"), ("IVIM-NET", "tab:orange"))):
         est = result["estimates"][name]
-        ratio = np.array(est["mean"]) / np.array(truth)
-        ax2.errorbar(x + (k - 0.5) * 0.2, ratio, yerr=np.array(est["sd"]) / np.array(truth), fmt="o",
-                     color=colour, capsize=4, label=f"{name}: mean ± SD over repeats")
+        mid = np.array(est["median"]) / truth  # percentiles: never below 0 as the mean +- SD can be
+        low, high = np.array(est["p5"]) / truth, np.array(est["p95"]) / truth
+        ax2.errorbar(x + (k - 0.5) * 0.2, mid, yerr=[mid - low, high - mid], fmt="o",
+                     color=colour, capsize=4, label=f"{name}: median, 5th-95th percentile")
     ax2.axhline(1, color="k", lw=1)
-    ax2.set(xticks=x, xticklabels=names, ylabel="estimate / truth", title="Accuracy and precision")
+    ax2.set(xticks=x, xticklabels=names, ylabel="estimate / truth", title="Accuracy and precision over repeats")
+    ax2.set_ylim(bottom=0)
     ax2.legend(fontsize=8)
+    Dp, Dt, Fp = truth
+    fig.suptitle(f"Truth Dp = {Dp:.3f} mm²/s, Dt = {Dt * 1e3:.2f}×10⁻³ mm²/s, Fp = {Fp:.2f}; "
+                 f"SNR {result.get('snr', float('nan')):.0f}; b-values {result.get('b_set', '')}", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -13,6 +13,7 @@ __all__ = [
     "MAP_LIMITS",
     "SCAN_LIMITS",
     "UNITS",
+    "AXIS_UNITS",
     "save_figure",
     "plot_signal_examples",
     "plot_parameter_distributions",
@@ -32,6 +33,8 @@ MAP_LIMITS = {"Dp": (0.01, 0.07), "Dt": (0.0, 0.002), "Fp": (0.0, 0.4)}
 SCAN_LIMITS = {"Dp": (0.0, 0.2), "Dt": (0.0, 0.003), "Fp": (0.0, 0.7)}
 #: Units per parameter, for labels.
 UNITS = {"Dp": "mm²/s", "Dt": "mm²/s", "Fp": "fraction", "S0": "a.u."}
+#: Axis scale and unit per parameter on plot axes: diffusivities in 10⁻³ mm²/s, so tick labels stay short.
+AXIS_UNITS = {"Dp": (1e3, "10⁻³ mm²/s"), "Dt": (1e3, "10⁻³ mm²/s"), "Fp": (1.0, "fraction")}
 
 
 def _show(ax, image, **kwargs):
@@ -73,8 +76,9 @@ def plot_parameter_distributions(params: IVIMParams, *, bins: int = 50):
     """Histograms of Dp, Dt, Fp (e.g. of a training set)."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     for ax, name in zip(axes, PARAMS):
-        ax.hist(np.ravel(getattr(params, name)), bins=bins, color="tab:blue", alpha=0.8)
-        ax.set(xlabel=f"{name} ({UNITS[name]})", ylabel="voxels", title=f"{name} distribution")
+        scale, unit = AXIS_UNITS[name]
+        ax.hist(np.ravel(getattr(params, name)) * scale, bins=bins, color="tab:blue", alpha=0.8)
+        ax.set(xlabel=f"{name} ({unit})", ylabel="voxels", title=f"{name} distribution")
     fig.suptitle("Training parameters, drawn uniformly from the box")
     fig.tight_layout()
     return fig
@@ -141,20 +145,30 @@ def plot_maps(rows: dict, *, limits=None, title=None):
 
 
 def plot_estimate_vs_truth(estimates: dict, truth: IVIMParams, *, limits=None, title=None):
-    """Density scatter (2-D histogram) of estimate vs truth, one row per estimator."""
+    """Density scatter (2-D histogram) of estimate vs truth, one row per estimator.
+
+    Estimates outside ``limits`` are drawn on the edge of the panel; how many
+    there are is given in each panel's title. Colour: voxels per bin.
+    """
     limits = MAP_LIMITS if limits is None else limits
-    fig, axes = plt.subplots(len(estimates), 3, figsize=(11, 3.3 * len(estimates)), squeeze=False)
+    fig, axes = plt.subplots(len(estimates), 3, figsize=(12, 3.4 * len(estimates)), squeeze=False)
     for r, (label, est) in enumerate(estimates.items()):
         for c, name in enumerate(PARAMS):
             ax = axes[r, c]
-            t, e = np.ravel(getattr(truth, name)), np.ravel(getattr(est, name))
-            lo, hi = limits[name]
-            ax.hist2d(t, np.clip(e, lo, hi), bins=60, range=[[lo, hi], [lo, hi]], cmap="viridis", cmin=1)
+            scale, unit = AXIS_UNITS[name]
+            t, e = np.ravel(getattr(truth, name)) * scale, np.ravel(getattr(est, name)) * scale
+            lo, hi = (v * scale for v in limits[name])
+            outside = float(np.mean((e < lo) | (e > hi) | ~np.isfinite(e)))
+            *_, image = ax.hist2d(t, np.clip(e, lo, hi), bins=60, range=[[lo, hi], [lo, hi]], cmap="viridis",
+                                  cmin=1)
+            fig.colorbar(image, ax=ax, label="voxels per bin", pad=0.02)
             ax.plot([lo, hi], [lo, hi], "r--", lw=1)
-            ax.set(xlabel=f"true {name} ({UNITS[name]})", ylabel=f"estimated {name}", title=f"{name}, {label}")
+            ax.set(xlabel=f"true {name} ({unit})", ylabel=f"estimated {name} ({unit})",
+                   title=f"{name}, {label}" + (f"\n{outside:.0%} outside the axes, drawn on the edge" if outside else ""))
+            ax.title.set_fontsize(9)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.96) if title else None)
     return fig
 
 
