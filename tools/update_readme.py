@@ -144,6 +144,22 @@ def _reference_spread(result):
             "T = 100 ms.\n\n" + markdown_table(out))
 
 
+def _normalisation(result):
+    rows = result["rows"]
+    out = []
+    for entry in result["summary"]:
+        mine = [r for r in rows if r["variant"] == entry["variant"]]
+        others = [r for r in rows if r["variant"] != entry["variant"]]
+        cells = {}
+        for p in PARAMS:
+            lower = sum(a[p] < b[p] for a, b in zip(mine, others))
+            cells[f"NRMSE {p}"] = f"{entry[p]['mean']:.3f} ± {entry[p]['sd']:.3f} (lower in {lower}/{len(mine)} seeds)"
+        out.append({"training signals": entry["variant"], **cells,
+                    "epochs": "-".join(str(f(r["epochs"] for r in mine)) for f in (min, max))})
+    return (f"Measured {result['date']}, sigma {result['sigma']}, {result['seeds']} training seeds; "
+            "'lower in' counts the seeds where this variant beat the other.\n\n" + markdown_table(out))
+
+
 def render(root=ROOT):
     """Table name -> Markdown, for every result file present."""
     tables = {}
@@ -158,6 +174,9 @@ def render(root=ROOT):
     in_vivo = root / "benchmarks" / "results" / "in_vivo.json"
     if in_vivo.is_file():
         tables["in_vivo"] = _in_vivo(json.loads(in_vivo.read_text()))
+    normalisation = root / "benchmarks" / "results" / "normalisation.json"
+    if normalisation.is_file():
+        tables["normalisation"] = _normalisation(json.loads(normalisation.read_text()))
     spread = root / "benchmarks" / "results" / "reference_spread.json"
     if spread.is_file():
         tables["reference_spread"] = _reference_spread(json.loads(spread.read_text()))
