@@ -17,7 +17,8 @@ import numpy as np
 
 from .nifti import average_directions, load_dwi
 
-__all__ = ["EXAMPLES", "CITATION", "REFERENCE_MAPS", "Example", "load_example", "phantom_example"]
+__all__ = ["EXAMPLES", "CITATION", "REFERENCE_MAPS", "Example", "load_example", "phantom_example",
+           "write_example_study"]
 
 _FOLDER = Path(__file__).resolve().parent / "data" / "wetscherek"
 
@@ -177,3 +178,42 @@ def phantom_example(*, shape=(64, 64, 4), snr=50.0, directions=3, seed=0) -> Exa
         reference={"D": ph.truth.Dt, "f": ph.truth.Fp, "Dp": ph.truth.Dp},
         paths={},
     )
+
+
+def write_example_study(folder, *, names=("volunteer1", "volunteer2", "volunteer3")) -> dict:
+    """Lay out shipped scans as a BIDS-like study, as ``fit_cohort`` reads one.
+
+    Each scan becomes a subject: ``FOLDER/sub-01/dwi/sub-01_dwi.nii.gz`` with ``sub-01_dwi.bval`` and its
+    ROI labels as ``sub-01_dseg.nii.gz`` (the files are copied unchanged).
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The study folder (created; existing subject folders of the same names are overwritten).
+    names : sequence of str
+        Shipped scans (``EXAMPLES``), in subject order.
+
+    Returns
+    -------
+    dict
+        Subject label (``"sub-01"``) -> example name.
+
+    Raises
+    ------
+    ValueError
+        If a name is not one of ``EXAMPLES``, or no name is given.
+    """
+    import shutil
+
+    names = list(names)
+    if not names or any(n not in EXAMPLES for n in names):
+        raise ValueError(f"names must be shipped examples ({', '.join(EXAMPLES)}); got {names!r}.")
+    subjects = {}
+    for k, name in enumerate(names, start=1):
+        subject = f"sub-{k:02d}"
+        dwi = Path(folder) / subject / "dwi"
+        dwi.mkdir(parents=True, exist_ok=True)
+        for source, suffix in (("dwi.nii.gz", "dwi.nii.gz"), ("dwi.bval", "dwi.bval"), ("rois.nii.gz", "dseg.nii.gz")):
+            shutil.copyfile(_FOLDER / f"{name}_{source}", dwi / f"{subject}_{suffix}")
+        subjects[subject] = name
+    return subjects

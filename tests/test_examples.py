@@ -131,3 +131,17 @@ def test_converter_reproduces_the_committed_files(tmp_path):
             same = zlib.decompress(new, 31) == zlib.decompress(old, 31)
             pytest.fail(f"{name} differs; uncompressed content {'identical (zlib version?)' if same else 'differs'}")
         assert new == old, name
+
+
+def test_write_example_study_lays_out_subjects(tmp_path):
+    subjects = iv.write_example_study(tmp_path / "study", names=("volunteer2", "volunteer1"))
+    assert subjects == {"sub-01": "volunteer2", "sub-02": "volunteer1"}
+    dwi, b, _ = iv.load_dwi(tmp_path / "study" / "sub-01" / "dwi" / "sub-01_dwi.nii.gz",
+                            tmp_path / "study" / "sub-01" / "dwi" / "sub-01_dwi.bval")
+    ex = iv.load_example("volunteer2")
+    np.testing.assert_array_equal(dwi, ex.dwi)
+    np.testing.assert_array_equal(b, ex.b_values)
+    labels = iv.load_mask(tmp_path / "study" / "sub-01" / "dwi" / "sub-01_dseg.nii.gz")
+    np.testing.assert_array_equal(np.asarray(labels).astype(int), ex.rois)
+    with pytest.raises(ValueError, match="shipped examples"):
+        iv.write_example_study(tmp_path / "x", names=("volunteer9",))
