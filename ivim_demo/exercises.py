@@ -425,10 +425,26 @@ def _lsq_case_05():
     return fit_lsq(signals, SEED_B_VALUES), truth
 
 
-@_exercise("05.1", hint="error = estimate - truth; NRMSE = sqrt(mean(error²)) / mean(truth); "
+@_exercise("05.1", hint="a uniform truth on (lo, hi) has mean (lo + hi) / 2 and SD (hi - lo) / sqrt(12); guessing the "
+                        "mean for every voxel leaves an RMSE equal to that SD (iv.PARAMETER_BOX holds lo, hi).",
+           why="an estimator whose NRMSE is near this has learned nothing from the signal: the yardstick for the "
+               "low-SNR Dp columns.")
+def _check_05_1(answer):
+    from .metrics import PARAMS
+    from .signal_model import PARAMETER_BOX
+
+    box = np.array([PARAMETER_BOX[p] for p in PARAMS])
+    expected = (box[:, 1] - box[:, 0]) / np.sqrt(12) / box.mean(axis=1)
+    values = _numbers(answer, (3,), "three NRMSEs, for Dp, Dt, Fp")
+    # 5 %: exact from the box, or simulated with >= 2000 voxels (relative SE of such an RMS about 1 %)
+    off = [f"{p}: {_off(v, e, tol=0.05 * e)}" for p, v, e in zip(PARAMS, values, expected) if _off(v, e, tol=0.05 * e)]
+    return "; ".join(off) or None
+
+
+@_exercise("05.2", hint="error = estimate - truth; NRMSE = sqrt(mean(error²)) / mean(truth); "
                         "bias = mean(error) / mean(truth); return (nrmse, bias).",
            why="both are divided by the mean truth, so Dp, Dt and Fp errors can share one axis.")
-def _check_05_1(answer):
+def _check_05_2(answer):
     from .compare import score
 
     estimate, truth = _lsq_case_05()
@@ -444,10 +460,10 @@ def _check_05_1(answer):
     return ("on least squares at SNR 20: " + "; ".join(off) + ".") if off else None
 
 
-@_exercise("05.2", hint="Spearman's rho is the Pearson correlation of the ranks (np.corrcoef of the ranks); tied "
+@_exercise("05.3", hint="Spearman's rho is the Pearson correlation of the ranks (np.corrcoef of the ranks); tied "
                         "values (estimates on a bound) share their average rank: scipy.stats.rankdata.",
            why="rho_Dp_Fp far from 0 means the estimator couples Dp and Fp: the truths are independent.")
-def _check_05_2(answer):
+def _check_05_3(answer):
     from .metrics import spearman
 
     estimate, truth = _lsq_case_05()

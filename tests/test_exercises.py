@@ -49,8 +49,10 @@ CASES = {
               0.3 * (1 - np.exp(-60 * 0.06)) / (0.3 * (1 - np.exp(-60 * 0.06)) + 0.7 * (1 - np.exp(-60 * 0.0005)))],
              [0.1, 0.2, 0.3]),
     "04.3": (_region_errors, lambda e, t, labels: _region_errors(e, t, labels) * 100),  # per cent, not a fraction
-    "05.1": (_nrmse_bias, lambda e, t: (np.sqrt(np.mean((e - t) ** 2)), np.mean(e - t))),  # not normalised
-    "05.2": (_spearman, lambda a, b: np.corrcoef(a, b)[0, 1]),  # Pearson, not Spearman
+    "05.1": ([0.09 / np.sqrt(12) / 0.055, 0.0015 / np.sqrt(12) / 0.00125, 0.3 / np.sqrt(12) / 0.25],
+             [0.09 / 0.055, 0.0015 / 0.00125, 0.3 / 0.25]),  # the range, not the SD of a uniform truth
+    "05.2": (_nrmse_bias, lambda e, t: (np.sqrt(np.mean((e - t) ** 2)), np.mean(e - t))),  # not normalised
+    "05.3": (_spearman, lambda a, b: np.corrcoef(a, b)[0, 1]),  # Pearson, not Spearman
     "06.1": (None, 0.0),
     "06.2": (None, {"LSQ": 0.0, "Bayes": 0.0}),
     "07.1": (None, 0),
@@ -113,7 +115,7 @@ def test_region_means_of_another_noise_draw_pass():
 
 def test_answers_of_the_wrong_kind_are_refused_without_a_traceback(capsys):
     for exercise_id, answer in [("01.1", "three"), ("01.1", 2.5), ("02.2", True), ("03.1", [1, 2]),
-                                ("04.3", 42), ("05.2", lambda a, b: 1 / 0), ("06.2", [0.1, 0.2]), ("01.3", 12.0)]:
+                                ("04.3", 42), ("05.3", lambda a, b: 1 / 0), ("06.2", [0.1, 0.2]), ("01.3", 12.0)]:
         assert iv.check(exercise_id, answer) is False, (exercise_id, answer)
     out = capsys.readouterr().out
     assert "expected" in out and "ZeroDivisionError" in out and "Traceback" not in out
@@ -134,3 +136,11 @@ def test_the_state_dict_answer_matches_torch():
         net.encoder[0].weight.mul_(2.0)
     assert torch.equal(kept["encoder.0.weight"], net.encoder[0].weight)
     assert not torch.equal(copied["encoder.0.weight"], net.encoder[0].weight)
+
+
+def test_the_box_guess_passes_when_simulated():
+    """05.1 allows 5 %: guessing the box centre for 2000 simulated voxels passes, for any seed."""
+    for seed in range(5):
+        _, truth = iv.training_data(2000, seed=seed)
+        guesses = [iv.nrmse(np.full(2000, np.mean(iv.PARAMETER_BOX[p])), getattr(truth, p)) for p in iv.PARAMS]
+        assert iv.check("05.1", guesses, quiet=True)
