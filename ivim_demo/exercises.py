@@ -478,17 +478,37 @@ def _check_05_3(answer):
 
 # ----------------------------------------------------------------------------- 06 beyond
 
-#: Exercise 06.1: the simulated set (voxels, sigma: SNR 20, seed) and "on a bound" (relative distance).
+#: Exercise 06.2: the simulated set (voxels, sigma: SNR 20, seed) and "on a bound" (relative distance).
 _SET_06, _ON_BOUND_06 = (2000, 0.05, 0), 0.01
-#: Exercise 06.2: low-perfusion voxels (as notebook 06), their noise (SNR 100), seed and the coarse Bayes grid.
+#: Exercise 06.3: low-perfusion voxels (as notebook 06), their noise (SNR 100), seed and the coarse Bayes grid.
 _LOW_FP_06, _SET_06B, _GRID_06 = (0.02, 0.1), (500, 0.01, 5), (12, 12, 12)
 
 
-@_exercise("06.1", hint="est = iv.fit_lsq(signals, iv.SEED_B_VALUES); lo, hi = iv.FIT_BOUNDS['Dp']; count "
+@_exercise("06.1", hint="each output is lo + sigmoid(x)·(hi - lo) with (lo, hi) from iv.FIT_BOUNDS, and sigmoid(0) = 0.5.",
+           why="a bounded network can only answer inside its bounds; one that has learned nothing answers their "
+               "middle, not 0.")
+def _check_06_1(answer):
+    import torch
+
+    from .networks import IVIMNetOptim
+    from .signal_model import SEED_B_VALUES
+
+    net = IVIMNetOptim(SEED_B_VALUES).eval()
+    with torch.no_grad():
+        for p in net.encoder[-1].parameters():  # the last layer outputs 0 for every input
+            p.zero_()
+        expected = net.encode(torch.ones(1, len(SEED_B_VALUES)))[0].numpy().astype(float)
+    values = _numbers(answer, (4,), "(Dp, Dt, Fp, S0)")
+    names = ("Dp", "Dt", "Fp", "S0")
+    off = [f"{n}: {_off(v, e, tol=1e-6 * e)}" for n, v, e in zip(names, values, expected) if _off(v, e, tol=1e-6 * e)]
+    return "; ".join(off) or None  # float32 network vs float64 arithmetic
+
+
+@_exercise("06.2", hint="est = iv.fit_lsq(signals, iv.SEED_B_VALUES); lo, hi = iv.FIT_BOUNDS['Dp']; count "
                         "np.isclose(est.Dp, lo, rtol=0.01) | np.isclose(est.Dp, hi, rtol=0.01) and take the mean.",
            why="a bounded fit parks the voxels whose data say nothing about Dp on its bounds: those are not "
                "measurements, and they inflate the NRMSE.")
-def _check_06_1(answer):
+def _check_06_2(answer):
     from .fit import fit_lsq
     from .signal_model import FIT_BOUNDS, SEED_B_VALUES
     from .simulate import training_data
@@ -518,11 +538,11 @@ def _low_perfusion_06():
     return {"LSQ": normalised_bias(lsq.Fp, truth.Fp), "Bayes": normalised_bias(bayes.Fp, truth.Fp)}
 
 
-@_exercise("06.2", hint="signals, truth = iv.training_data(500, sigma=0.01, seed=5, box=low); fit with iv.fit_lsq and "
+@_exercise("06.3", hint="signals, truth = iv.training_data(500, sigma=0.01, seed=5, box=low); fit with iv.fit_lsq and "
                         "iv.fit_bayes(..., sigma=0.01, grid=(12, 12, 12)); iv.normalised_bias(est.Fp, truth.Fp).",
            why="a prior pulls estimates towards its own box: Bayes (and a supervised network) overestimate Fp "
                "below the box; least squares assumes no prior.")
-def _check_06_2(answer):
+def _check_06_3(answer):
     expected = _low_perfusion_06()
     if not isinstance(answer, dict) or set(answer) != set(expected):
         raise _Wrong(f"expected a dict with keys {sorted(expected)}, got {answer!r:.80}.")

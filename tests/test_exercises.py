@@ -53,8 +53,9 @@ CASES = {
              [0.09 / 0.055, 0.0015 / 0.00125, 0.3 / 0.25]),  # the range, not the SD of a uniform truth
     "05.2": (_nrmse_bias, lambda e, t: (np.sqrt(np.mean((e - t) ** 2)), np.mean(e - t))),  # not normalised
     "05.3": (_spearman, lambda a, b: np.corrcoef(a, b)[0, 1]),  # Pearson, not Spearman
-    "06.1": (None, 0.0),
-    "06.2": (None, {"LSQ": 0.0, "Bayes": 0.0}),
+    "06.1": ([(lo + hi) / 2 for lo, hi in iv.FIT_BOUNDS.values()], [0.0, 0.0, 0.0, 1.0]),  # abs(0) is not sigmoid(0)
+    "06.2": (None, 0.0),
+    "06.3": (None, {"LSQ": 0.0, "Bayes": 0.0}),
     "07.1": (None, 0),
     "07.2": (None, 1.0e-3),
     "07.3": (None, 1.0),
@@ -115,7 +116,7 @@ def test_region_means_of_another_noise_draw_pass():
 
 def test_answers_of_the_wrong_kind_are_refused_without_a_traceback(capsys):
     for exercise_id, answer in [("01.1", "three"), ("01.1", 2.5), ("02.2", True), ("03.1", [1, 2]),
-                                ("04.3", 42), ("05.3", lambda a, b: 1 / 0), ("06.2", [0.1, 0.2]), ("01.3", 12.0)]:
+                                ("04.3", 42), ("05.3", lambda a, b: 1 / 0), ("06.3", [0.1, 0.2]), ("01.3", 12.0)]:
         assert iv.check(exercise_id, answer) is False, (exercise_id, answer)
     out = capsys.readouterr().out
     assert "expected" in out and "ZeroDivisionError" in out and "Traceback" not in out
