@@ -109,6 +109,14 @@ def _integer(answer, what="a whole number"):
     return int(round(value))
 
 
+def _count_off(answer, expected, what):
+    """Text saying a count is off (None when it equals ``expected``); ``what`` names the things counted."""
+    value = _integer(answer, f"a count of {what}")
+    if value == expected:
+        return None
+    return f"{value} {what} is {'too many' if value > expected else 'too few'}."
+
+
 def _numbers(answer, shape, what):
     try:
         values = np.asarray(answer, dtype=float)
@@ -159,10 +167,7 @@ def _check_01_1(answer):
     b = SEED_B_VALUES
     perfusion = ivim(b, _DP_01, 0.0, 1.0)  # Fp = 1: the perfusion compartment alone, 1 at b = 0
     expected = int(np.sum((b > 0) & (perfusion > _SHARE_01)))
-    value = _integer(answer, "a count of b-values")
-    if value != expected:
-        return f"{value} b-values is {'too many' if value > expected else 'too few'}."
-    return None
+    return _count_off(answer, expected, "b-values")
 
 
 @lru_cache(maxsize=1)
@@ -218,10 +223,7 @@ def _check_02_1(answer):
     from .networks import IVIMNet
 
     expected = sum(p.numel() for p in IVIMNet(np.array(_SPARSE_02)).parameters() if p.requires_grad)
-    value = _integer(answer, "a count of weights")
-    if value != expected:
-        return f"{value} weights is {'too many' if value > expected else 'too few'}."
-    return None
+    return _count_off(answer, expected, "weights")
 
 
 def _state_follows_02():
@@ -574,10 +576,7 @@ def _check_07_1(answer):
 
     _, dwi, _, body = _volunteer_07()
     expected = int(np.sum(make_mask(dwi, warn=False) & ~body))
-    value = _integer(answer, "a voxel count")
-    if value != expected:
-        return f"{value} voxels is {'too many' if value > expected else 'too few'}."
-    return None
+    return _count_off(answer, expected, "voxels")
 
 
 @lru_cache(maxsize=1)
