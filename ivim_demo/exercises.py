@@ -180,8 +180,9 @@ def _rician_bias_01():
     return float(draws.mean() - clean), float(draws.std())
 
 
-@_exercise("01.2", hint="clean = iv.ivim(1000.0, 0.05, 0.001, 0.2); noisy = iv.add_rician_noise(np.full(100_000, clean), "
-                        "0.05, rng); the bias is noisy.mean() - clean (positive).",
+@_exercise("01.2", hint="clean = iv.ivim(1000.0, 0.05, 0.001, 0.2); "
+                        "noisy = iv.add_rician_noise(np.full(100_000, clean), 0.05, rng); "
+                        "the bias is noisy.mean() - clean (positive).",
            why="the magnitude never averages to the true signal at low SNR: the Rician floor that fits must "
                "allow for.")
 def _check_01_2(answer):
@@ -218,7 +219,8 @@ _SET_02 = (10_000, 0.1, 0)
 
 @_exercise("02.1", hint="build iv.IVIMNet(np.array([0, 20, 150, 1000.0])) and sum p.numel() over net.parameters() "
                         "(or count: each Linear(n_in, n_out) has n_in·n_out weights and n_out biases).",
-           why="the network's width is the number of b-values > 0: a sparse acquisition also means a much smaller network.")
+           why="the network's width is the number of b-values > 0: a sparse acquisition also means a much "
+               "smaller network.")
 def _check_02_1(answer):
     from .networks import IVIMNet
 
@@ -370,7 +372,8 @@ def _check_04_1(answer):
 
 @_exercise("04.2", hint="drop from b = 0 to 60: perfusion Fp·(1 - e^(-60·Dp)), tissue (1 - Fp)·(1 - e^(-60·Dt)); "
                         "share = perfusion / (perfusion + tissue), per region (iv.PHANTOM_REGIONS).",
-           why="where Fp is small (region 0) perfusion is only part of the early drop: little signal to estimate Dp from.")
+           why="where Fp is small (region 0) perfusion is only part of the early drop: little signal to "
+               "estimate Dp from.")
 def _check_04_2(answer):
     from .signal_model import ivim
     from .simulate import PHANTOM_REGIONS
@@ -486,7 +489,8 @@ _SET_06, _ON_BOUND_06 = (2000, 0.05, 0), 0.01
 _LOW_FP_06, _SET_06B, _GRID_06 = (0.02, 0.1), (500, 0.01, 5), (12, 12, 12)
 
 
-@_exercise("06.1", hint="each output is lo + sigmoid(x)·(hi - lo) with (lo, hi) from iv.FIT_BOUNDS, and sigmoid(0) = 0.5.",
+@_exercise("06.1", hint="each output is lo + sigmoid(x)·(hi - lo) with (lo, hi) from iv.FIT_BOUNDS, and "
+                        "sigmoid(0) = 0.5.",
            why="a bounded network can only answer inside its bounds; one that has learned nothing answers their "
                "middle, not 0.")
 def _check_06_1(answer):

@@ -189,7 +189,7 @@ def test_exercises_follow_the_pattern(name):
         source = "".join(cell["source"])
         assert cell["metadata"]["jupyter"]["source_hidden"] is True
         calls = _check_calls(source)
-        assert [(eid, quiet) for eid, _, quiet in calls] == [(f"{name[:2]}.{n}", True)], "ends with iv.check(..., quiet=True)"
+        assert [(eid, quiet) for eid, _, quiet in calls] == [(f"{name[:2]}.{n}", True)], "iv.check(..., quiet=True)"
         assert source.rstrip().endswith(";") and "print(" not in source and "display(" not in source
         assert f"answer_{n}" not in _names(source, "store"), "a solution never overwrites the student's answer"
     assert {f"{name[:2]}.{n}" for n in range(1, len(exercises) + 1)} <= set(iv.EXERCISES)
