@@ -29,8 +29,6 @@ SMALL = {
     "N_SEEDS": 2,
     "WIDGETS": False,
     "WORKERS": 1,
-    "N_EXERCISE": 2000,
-    "EXERCISE_EPOCHS": 3,
 }
 
 #: What each notebook must leave behind: files in OUTPUT_DIR and figures in FIGURE_DIR.
