@@ -4,8 +4,9 @@ Every exercise has a checking function here that judges the student's answer
 against a value the package computes (never a number typed in), with a
 tolerance that fits the exercise: exact for counts and for deterministic
 seeded computations (up to float rounding), a few standard errors for a
-Monte Carlo estimate. Some answers are functions (``my_nrmse``): they are
-judged on a case the checker builds.
+Monte Carlo estimate, a mean's standard error for region means of a noisy
+image. Some answers are functions (``region_errors``, ``nrmse_and_bias``,
+``my_spearman``): they are run on a case the checker builds.
 """
 from __future__ import annotations
 
