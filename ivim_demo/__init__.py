@@ -21,6 +21,7 @@ _SOURCES = {
     "handoff": ["dataset_settings", "load_dataset", "load_or_make_dataset", "load_or_make_model", "load_table",
                 "save_dataset", "save_table"],
     "compare": ["ablation", "compare_at_snr", "fit_all", "score"],
+    "exercises": ["EXERCISES", "check"],
     "examples": ["CITATION", "EXAMPLES", "load_example", "phantom_example", "write_example_study"],
     "checkpoint": ["load_model", "save_model"],
     "explorer": ["B_VALUE_SETS", "explore", "explorer_network", "explorer_widget", "plot_explore"],

@@ -29,8 +29,6 @@ SMALL = {
     "N_SEEDS": 2,
     "WIDGETS": False,
     "WORKERS": 1,
-    "N_EXERCISE": 2000,
-    "EXERCISE_EPOCHS": 3,
 }
 
 #: What each notebook must leave behind: files in OUTPUT_DIR and figures in FIGURE_DIR.
@@ -139,17 +137,95 @@ def test_a_notebook_run_with_other_parameters_remakes_what_it_reads(run_dir, tmp
     assert iv.dataset_settings(tmp_path / "data" / "training_data.npz")["n"] == 2000
 
 
-@pytest.mark.parametrize("name", ["02_network_training.ipynb", "04_inference_and_plots.ipynb"])
-def test_exercises_have_collapsed_solutions_that_ran(run_dir, name):
+EXERCISE_NOTEBOOKS = [name for name in NOTEBOOKS if name[:2] != "00"]
+
+
+def _tagged(cells, tag):
+    return [c for c in cells if tag in c["metadata"].get("tags", [])]
+
+
+def _check_calls(source):
+    """(exercise id, answer variable name, quiet) of every ``iv.check(...)`` call in a cell."""
+    calls = []
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "check"
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "iv"):
+            quiet = any(k.arg == "quiet" and isinstance(k.value, ast.Constant) and k.value.value is True
+                        for k in node.keywords)
+            answer = node.args[1].id if len(node.args) > 1 and isinstance(node.args[1], ast.Name) else None
+            calls.append((ast.literal_eval(node.args[0]), answer, quiet))
+    return calls
+
+
+def _names(source, kind):
+    """Names a cell binds (``ast.Store``, defs, imports) or reads (``ast.Load``)."""
+    tree = ast.parse(source)
+    if kind == "load":
+        return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    bound |= {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    bound |= {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+              for a in n.names}
+    return bound
+
+
+@pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
+def test_exercises_follow_the_pattern(name):
+    """Task, empty answer cell, check cell, collapsed solution that checks quietly; ids iv.check knows."""
+    cells = json.loads((NOTEBOOK_DIR / name).read_text())["cells"]
+    exercises, solutions = _tagged(cells, "exercise"), _tagged(cells, "solution")
+    assert len(exercises) >= 2 and len(solutions) == len(exercises)
+    tasks = [c for c in cells if c["cell_type"] == "markdown" and "**Exercise" in "".join(c["source"])]
+    assert len(tasks) == len(exercises)
+    for n, cell in enumerate(exercises, start=1):
+        assert "".join(cell["source"]).startswith(f"answer_{n} = None")
+        i = cells.index(cell)
+        assert cells[i - 1] in tasks, "the task comes right before its answer cell"
+        assert _check_calls("".join(cells[i + 1]["source"])) == [(f"{name[:2]}.{n}", f"answer_{n}", False)]
+        assert cells[i + 2] is solutions[n - 1], "the solution follows the check cell"
+    for n, cell in enumerate(solutions, start=1):
+        source = "".join(cell["source"])
+        assert cell["metadata"]["jupyter"]["source_hidden"] is True
+        calls = _check_calls(source)
+        assert [(eid, quiet) for eid, _, quiet in calls] == [(f"{name[:2]}.{n}", True)], "iv.check(..., quiet=True)"
+        assert source.rstrip().endswith(";") and "print(" not in source and "display(" not in source
+        assert f"answer_{n}" not in _names(source, "store"), "a solution never overwrites the student's answer"
+    assert {f"{name[:2]}.{n}" for n in range(1, len(exercises) + 1)} <= set(iv.EXERCISES)
+
+
+@pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
+def test_solutions_do_not_depend_on_each_other(name):
+    """A solution reads nothing that only another solution defines."""
+    cells = [c for c in json.loads((NOTEBOOK_DIR / name).read_text())["cells"] if c["cell_type"] == "code"]
+    solutions = _tagged(cells, "solution")
+    elsewhere = set().union(*(_names("".join(c["source"]), "store") for c in cells if c not in solutions))
+    bound = [_names("".join(c["source"]), "store") for c in solutions]
+    for i, cell in enumerate(solutions):
+        others = set().union(*(b for j, b in enumerate(bound) if j != i))
+        borrowed = (_names("".join(cell["source"]), "load") & others) - bound[i] - elsewhere
+        assert not borrowed, f"solution {i + 1} uses {sorted(borrowed)} from another solution"
+
+
+def test_every_checked_exercise_is_in_a_notebook():
+    code = [c for name in EXERCISE_NOTEBOOKS for c in json.loads((NOTEBOOK_DIR / name).read_text())["cells"]
+            if c["cell_type"] == "code"]
+    ids = {eid for c in code for eid, _, _ in _check_calls("".join(c["source"]))}
+    assert ids == set(iv.EXERCISES)
+
+
+@pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
+def test_solutions_ran_and_printed_nothing(run_dir, name):
+    """CI executes every solution against its check (quiet: a wrong one raises) and none prints."""
     cells = json.loads((run_dir / name).read_text())["cells"]
-    solutions = [c for c in cells if "solution" in c["metadata"].get("tags", [])]
-    assert len(solutions) >= 3
+    solutions = _tagged(cells, "solution")
+    assert len(solutions) >= 2
     for c in solutions:
         assert c["metadata"]["jupyter"]["source_hidden"] is True
-        assert c["execution_count"] is not None and c["outputs"], "CI executes every solution"
-        assert not any(o["output_type"] == "error" for o in c["outputs"])
-    exercises = [c for c in cells if c["cell_type"] == "markdown" and "**Exercise" in "".join(c["source"])]
-    assert len(exercises) == len(solutions)
+        assert c["execution_count"] is not None, "CI executes every solution"
+        assert c["outputs"] == [], c["outputs"]  # no print, no figure, no error
+    for c in cells:
+        if c["cell_type"] == "code" and any(not quiet for _, _, quiet in _check_calls("".join(c["source"]))):
+            assert "not answered yet" in "".join("".join(o.get("text", "")) for o in c["outputs"])
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
