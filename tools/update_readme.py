@@ -160,6 +160,22 @@ def _normalisation(result):
             "'lower in' counts the seeds where this variant beat the other.\n\n" + markdown_table(out))
 
 
+def _prior_shape(result):
+    rows, out = result["rows"], []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        for prior in dict.fromkeys(r["prior"] for r in rows):
+            mine = [r for r in rows if r["dataset"] == dataset and r["prior"] == prior]
+            roi = [{x["roi"]: x for x in r["rois"]} for r in mine]
+            out.append({"scan": dataset, "supervised prior": prior,
+                        "liver Dt": _span([x["liver"]["Dt"] for x in roi], 1e3),
+                        "reference liver D": _span([roi[0]["liver"]["ref_D"]], 1e3),
+                        "spleen Dt": _span([x["spleen"]["Dt"] for x in roi], 1e3),
+                        "reference spleen D": _span([roi[0]["spleen"]["ref_D"]], 1e3),
+                        "passed": f"{sum(r['passed'] for r in mine)}/{len(mine)}"})
+    return (f"Measured {result['date']}. Dt and D in 10⁻³ mm²/s (ROI medians, min-max over training seeds 0, 1, 2); "
+            "*passed*: all four checks of `iv.check_agreement`.\n\n" + markdown_table(out))
+
+
 def render(root=ROOT):
     """Table name -> Markdown, for every result file present."""
     tables = {}
@@ -174,6 +190,9 @@ def render(root=ROOT):
     in_vivo = root / "benchmarks" / "results" / "in_vivo.json"
     if in_vivo.is_file():
         tables["in_vivo"] = _in_vivo(json.loads(in_vivo.read_text()))
+    prior_shape = root / "benchmarks" / "results" / "prior_shape.json"
+    if prior_shape.is_file():
+        tables["prior_shape"] = _prior_shape(json.loads(prior_shape.read_text()))
     normalisation = root / "benchmarks" / "results" / "normalisation.json"
     if normalisation.is_file():
         tables["normalisation"] = _normalisation(json.loads(normalisation.read_text()))
