@@ -16,7 +16,7 @@ from .checkpoint import load_model, save_model
 from .signal_model import IVIMParams
 
 __all__ = ["save_dataset", "load_dataset", "dataset_settings", "load_or_make_dataset", "load_or_make_model",
-           "save_table", "load_table"]
+           "save_table", "load_table", "TIMING_COLUMNS"]
 
 
 def _plain_settings(settings):
@@ -123,14 +123,28 @@ def load_or_make_model(path, make, *, made_by: str, settings=None):
     return net
 
 
-def save_table(rows, folder, name: str):
+#: Wall-clock columns: they change on every run, so ``save_table`` keeps them out of committed tables.
+TIMING_COLUMNS = ("ms_per_1000_voxels", "train_seconds")
+
+
+def save_table(rows, folder, name: str, *, timings_folder=None):
     """Write result rows (list of dicts) as ``folder/NAME.json`` and ``folder/NAME.csv``.
+
+    The columns in ``TIMING_COLUMNS`` are left out, so that a re-run with the same results leaves
+    the files unchanged; with ``timings_folder`` the complete rows, timings included, are also
+    written there (``timings_folder/NAME.json`` and ``.csv``, e.g. the notebook's OUTPUT_DIR).
 
     Returns
     -------
     tuple of str
-        The two paths.
+        The two paths in ``folder``.
     """
+    if timings_folder is not None:
+        _write_table(rows, timings_folder, name)
+    return _write_table([{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows], folder, name)
+
+
+def _write_table(rows, folder, name):
     os.makedirs(folder, exist_ok=True)
     stem = os.path.join(os.fspath(folder), name)
     with open(stem + ".json", "w") as f:

@@ -68,3 +68,15 @@ def test_model_trained_with_other_parameters_is_trained_again(tmp_path):
     assert calls == [0, 1]
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), same.state_dict().values()))
     assert other.seed == 1 and iv.load_model(path).history["made_with"]["seed"] == 1
+
+
+def test_save_table_keeps_timings_out_of_the_committed_table(tmp_path):
+    rows = [{"snr": 10, "nrmse": 0.5, "ms_per_1000_voxels": 1.23, "train_seconds": 4.5},
+            {"snr": 20, "nrmse": 0.25, "ms_per_1000_voxels": 2.0, "train_seconds": 3.0}]
+    json_path, csv_path = iv.save_table(rows, tmp_path / "figures", "t", timings_folder=tmp_path / "data")
+    assert iv.load_table(json_path) == [{"snr": 10, "nrmse": 0.5}, {"snr": 20, "nrmse": 0.25}]
+    assert open(csv_path).readline().strip() == "snr,nrmse"
+    assert iv.load_table(tmp_path / "data" / "t.json") == rows  # the timings, beside the run's data
+    timed = [{**r, "ms_per_1000_voxels": 9.9} for r in rows]
+    iv.save_table(timed, tmp_path / "again", "t")
+    assert open(tmp_path / "again" / "t.json").read() == open(json_path).read()  # same results, same bytes
