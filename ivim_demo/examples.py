@@ -18,7 +18,7 @@ import numpy as np
 from .nifti import average_directions, load_dwi
 
 __all__ = ["EXAMPLES", "CITATION", "REFERENCE_MAPS", "Example", "load_example", "phantom_example",
-           "write_example_study"]
+           "write_example_study", "reference_roi_medians"]
 
 _FOLDER = Path(__file__).resolve().parent / "data" / "wetscherek"
 
@@ -217,3 +217,28 @@ def write_example_study(folder, *, names=("volunteer1", "volunteer2", "volunteer
             shutil.copyfile(_FOLDER / f"{name}_{source}", dwi / f"{subject}_{suffix}")
         subjects[subject] = name
     return subjects
+
+
+def reference_roi_medians(name) -> dict:
+    """The authors' D and f of a shipped volunteer, as ROI medians named like ``cohort.csv``'s columns.
+
+    Parameters
+    ----------
+    name : str
+        ``volunteer1``-``volunteer3``.
+
+    Returns
+    -------
+    dict
+        ``{"label2_Dt": median D of ROI 2 (mm^2/s), "label2_Fp": median f, ...}`` for every ROI
+        (1 pancreas, 2 liver, 3 kidney, 4 spleen), over the ROI's voxels inside the body mask.
+    """
+    if not str(name).startswith("volunteer") or name not in EXAMPLES:
+        raise ValueError(f"reference maps exist for volunteer1-volunteer3 only, not {name!r}.")
+    ex = load_example(name)
+    out = {}
+    for k in _VOLUNTEER_ROIS:
+        inside = (ex.rois == k) & ex.mask
+        out[f"label{k}_Dt"] = float(np.median(ex.reference["D"][inside]))
+        out[f"label{k}_Fp"] = float(np.median(ex.reference["f"][inside]))
+    return out

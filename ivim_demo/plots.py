@@ -24,6 +24,7 @@ __all__ = [
     "plot_metric_vs_snr",
     "plot_images",
     "plot_ablation",
+    "plot_cohort_rois",
 ]
 
 #: Display range per parameter: the seed's colour limits.
@@ -220,5 +221,41 @@ def plot_ablation(rows, *, title=None):
         ax.grid(True, axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(steps)), steps)
     fig.suptitle(title or "Ablation")
+    fig.tight_layout()
+    return fig
+
+
+def plot_cohort_rois(rows, labels: dict, *, reference=None, params=("Dt", "Fp"), title=None):
+    """ROI medians across the scans of a cohort, one panel per parameter.
+
+    Parameters
+    ----------
+    rows : list of dict
+        ``cohort.csv`` rows (``fit_cohort``'s return): ``scan`` and ``label<k>_<param>`` columns.
+    labels : dict of int -> str
+        ROI label -> name, e.g. ``{2: "liver", 4: "spleen"}``.
+    reference : dict of str -> dict, optional
+        Scan -> the same columns from a reference (e.g. ``reference_roi_medians``), drawn as open markers.
+    params : tuple of str
+        Parameters to show (Dt in 10⁻³ mm²/s, Fp as a fraction).
+    """
+    fitted = [r for r in rows if r.get("status") in ("fitted", "skipped")]
+    x = np.arange(len(fitted))
+    fig, axes = plt.subplots(1, len(params), figsize=(5.5 * len(params), 3.8), squeeze=False)
+    for ax, p in zip(axes[0], params):
+        scale, unit = AXIS_UNITS[p]
+        for i, (k, name) in enumerate(labels.items()):
+            colour = f"C{i}"
+            at = x + 0.08 * (i - (len(labels) - 1) / 2)  # side by side; scans are not a sequence: no lines
+            values = [float(r.get(f"label{k}_{p}", np.nan)) * scale for r in fitted]
+            ax.plot(at, values, "o", color=colour, label=f"{name}, this fit")
+            if reference is not None:
+                ref = [float(reference.get(r["scan"], {}).get(f"label{k}_{p}", np.nan)) * scale for r in fitted]
+                ax.plot(at, ref, "o", mfc="none", color=colour, ms=10, label=f"{name}, reference")
+        ax.set(xticks=x, ylabel=f"{p} ({unit})", title=f"{p}: ROI medians per scan")
+        ax.set_xticklabels([r["scan"] for r in fitted], rotation=30, ha="right")
+    axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig

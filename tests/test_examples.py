@@ -145,3 +145,30 @@ def test_write_example_study_lays_out_subjects(tmp_path):
     np.testing.assert_array_equal(np.asarray(labels).astype(int), ex.rois)
     with pytest.raises(ValueError, match="shipped examples"):
         iv.write_example_study(tmp_path / "x", names=("volunteer9",))
+
+
+def test_reference_roi_medians_are_the_authors_maps_in_cohort_columns():
+    ref = iv.reference_roi_medians("volunteer1")
+    ex = iv.load_example("volunteer1")
+    liver = (ex.rois == 2) & ex.mask
+    assert ref["label2_Dt"] == pytest.approx(float(np.median(ex.reference["D"][liver])))
+    assert ref["label2_Fp"] == pytest.approx(float(np.median(ex.reference["f"][liver])))
+    assert set(ref) == {f"label{k}_{p}" for k in (1, 2, 3, 4) for p in ("Dt", "Fp")}
+    assert 0.0005 < ref["label4_Dt"] < ref["label2_Dt"] < 0.002  # spleen below liver, in mm^2/s
+    with pytest.raises(ValueError, match="volunteer1-volunteer3"):
+        iv.reference_roi_medians("phantom_flow")
+
+
+def test_plot_cohort_rois_draws_each_scan_and_reference():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = [{"scan": "sub-01", "status": "fitted", "label2_Dt": 0.0012, "label2_Fp": 0.2},
+            {"scan": "sub-02", "status": "failed"},
+            {"scan": "sub-03", "status": "skipped", "label2_Dt": 0.0010, "label2_Fp": 0.3}]
+    fig = iv.plot_cohort_rois(rows, {2: "liver"}, reference={"sub-01": {"label2_Dt": 0.0013, "label2_Fp": 0.25}})
+    dt_axis = fig.axes[0]
+    fit_line, ref_line = dt_axis.lines
+    np.testing.assert_allclose(fit_line.get_ydata(), [1.2, 1.0])  # 10^-3 mm^2/s; the failed scan left out
+    np.testing.assert_allclose(ref_line.get_ydata(), [1.3, np.nan])
+    assert [t.get_text() for t in dt_axis.get_xticklabels()] == ["sub-01", "sub-03"]
