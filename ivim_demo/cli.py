@@ -118,18 +118,87 @@ class _Staging:
                 break
 
 
-def _fit(args, staging):
+def check_enough_b_values(b_values):
+    """Refuse an acquisition with fewer than 5 distinct b-values (4 parameters, and one more to judge the fit)."""
+    if len(b_values) < 5:
+        raise ValueError(f"IVIM fitting needs at least 5 distinct b-values (4 parameters, and one more to judge "
+                         f"the fit); this scan has {len(b_values)}: {list(map(float, b_values))} s/mm^2.")
+
+
+def write_outputs(fit, keep, excluded, affine, folder, *, out, b_values, shape, save_net=True, **fields):
+    """Write one scan's outputs into ``folder``: the maps, the residual, the overview PNG and summary.json.
+
+    What ``fit`` and ``cohort`` write for every scan, into a staging folder that becomes ``out``.
+
+    Parameters
+    ----------
+    fit : VolumeFit
+        From ``fit_volume``.
+    keep : numpy.ndarray of bool
+        The voxels that were fitted (maps are 0 outside).
+    excluded : int
+        Voxels of the mask left out as invalid (see ``make_mask``).
+    affine : array_like
+        The DWI's 4 x 4 affine.
+    folder : str
+        Where to write now (the staging folder).
+    out : str
+        Where the files will be once published (recorded in summary.json).
+    b_values : array_like
+        The scan's b-values in s/mm^2.
+    shape : tuple of int
+        The shape of the direction-averaged DWI.
+    save_net : bool
+        Also save a network trained for this scan as ``METHOD.pt``.
+    **fields
+        More entries for summary.json (input, mask, model, seed, ...).
+
+    Returns
+    -------
+    dict
+        The summary written.
+    """
+    import matplotlib.pyplot as plt
     import nibabel as nib
     import numpy as np
 
-    from . import checkpoint, image_fit, mask, nifti, plots
+    from . import checkpoint, nifti, plots
+
+    method = fit.info["method"]
+    paths = nifti.save_maps(fit.maps, affine, folder, mask=keep)
+    res_path = os.path.join(folder, "residual.nii.gz")
+    nib.save(nib.Nifti1Image(np.where(keep, fit.residual, 0).astype(np.float32), np.asarray(affine, float)),
+             res_path)
+    paths["residual"] = res_path
+    if fit.net is not None and save_net:
+        paths["model"] = checkpoint.save_model(fit.net, os.path.join(folder, f"{method}.pt"))
+    z = int(np.argmax(keep.reshape(-1, keep.shape[-1]).sum(axis=0))) if keep.ndim == 3 else None
+    sl = (lambda a: a[..., z]) if z is not None else (lambda a: a)
+    fig = plots.plot_maps({method: type(fit.maps)(*(sl(m) for m in fit.maps))}, limits=plots.SCAN_LIMITS,
+                          title=f"IVIM maps ({method}), slice {z}"
+                                + (" - WARNING: see summary.json" if fit.info["warnings"] else ""))
+    try:
+        paths["overview"] = plots.save_figure(fig, "overview", folder)
+    finally:
+        plt.close(fig)  # a cohort writes one per scan
+    n_voxels = int(np.prod(keep.shape))
+    out = os.path.abspath(out)
+    summary = {**fit.info, **fields, "b_values": [float(b) for b in b_values], "shape": list(shape),
+               "mask_voxels": int(keep.sum()) + excluded, "mask_fraction": (int(keep.sum()) + excluded) / n_voxels,
+               "excluded_voxels": excluded,
+               "outputs": {k: os.path.join(out, os.path.basename(v)) for k, v in paths.items()}}
+    with open(os.path.join(folder, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+def _fit(args, staging):
+    from . import checkpoint, image_fit, mask, nifti
 
     if args.sigma is not None and (args.method or DEFAULT_METHOD) != "bayes":
         raise ValueError("--sigma only applies to --method bayes.")
     dwi, b_values, affine = nifti.load_dwi(args.dwi, args.bvals, average=args.average)
-    if len(b_values) < 5:
-        raise ValueError(f"IVIM fitting needs at least 5 distinct b-values (4 parameters, and one more to judge "
-                         f"the fit); this scan has {len(b_values)}: {b_values.tolist()} s/mm^2.")
+    check_enough_b_values(b_values)
     user_mask = nifti.load_mask(args.mask, affine=affine) if args.mask else None
     keep, excluded = mask.make_mask(dwi, mask=user_mask, warn=False, return_excluded=True)
     net, method = None, args.method or DEFAULT_METHOD
@@ -142,31 +211,10 @@ def _fit(args, staging):
         method = trained_as
     fit = image_fit.fit_volume(dwi, b_values, keep, method=method, net=net, sigma=args.sigma, seed=args.seed,
                                max_epochs=args.max_epochs, progress=not args.no_progress)
-    paths = nifti.save_maps(fit.maps, affine, staging, mask=keep)
-    res_path = os.path.join(staging, "residual.nii.gz")
-    nib.save(nib.Nifti1Image(np.where(keep, fit.residual, 0).astype(np.float32), np.asarray(affine, float)),
-             res_path)
-    paths["residual"] = res_path
-    if fit.net is not None and not args.model:
-        paths["model"] = checkpoint.save_model(fit.net, os.path.join(staging, f"{method}.pt"))
-    z = int(np.argmax(keep.reshape(-1, keep.shape[-1]).sum(axis=0))) if keep.ndim == 3 else None
-    sl = (lambda a: a[..., z]) if z is not None else (lambda a: a)
-    fig = plots.plot_maps({method: type(fit.maps)(*(sl(m) for m in fit.maps))}, limits=plots.SCAN_LIMITS,
-                          title=f"IVIM maps ({method}), slice {z}"
-                                + (" - WARNING: see summary.json" if fit.info["warnings"] else ""))
-    paths["overview"] = plots.save_figure(fig, "overview", staging)
-    n_voxels = int(np.prod(keep.shape))
-    out = os.path.abspath(args.out)
-    summary = {**fit.info, "input": os.path.abspath(args.dwi), "b_values": b_values.tolist(),
-               "average": args.average, "shape": list(dwi.shape),
-               "mask": os.path.abspath(args.mask) if args.mask else "automatic",
-               "model": os.path.abspath(args.model) if args.model else None,
-               "mask_voxels": int(keep.sum()) + excluded, "mask_fraction": (int(keep.sum()) + excluded) / n_voxels,
-               "excluded_voxels": excluded, "seed": args.seed,
-               "outputs": {k: os.path.join(out, os.path.basename(v)) for k, v in paths.items()}}
-    with open(os.path.join(staging, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    return summary
+    return write_outputs(fit, keep, excluded, affine, staging, out=args.out, b_values=b_values, shape=dwi.shape,
+                         save_net=not args.model, input=os.path.abspath(args.dwi), average=args.average,
+                         mask=os.path.abspath(args.mask) if args.mask else "automatic",
+                         model=os.path.abspath(args.model) if args.model else None, seed=args.seed)
 
 
 def _terminate(signum, frame):
