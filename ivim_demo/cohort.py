@@ -33,8 +33,9 @@ POOL_VOXELS = 20_000
 #: Label images looked for beside each DWI (the one named like the scan wins when there are several).
 LABELS_GLOB = "*_dseg.nii*"
 #: Columns of ``cohort.csv`` (per-label medians ``label<k>_voxels``, ``label<k>_Dp``, ... follow).
-COHORT_COLUMNS = ("scan", "subject", "session", "acquisition", "status", "reason", "voxels", "Dp_median", "Dt_median",
-           "Fp_median", "residual_median", "warnings", "model_sha256", "output", "seconds", "worker_rss_mb")
+COHORT_COLUMNS = ("scan", "subject", "session", "acquisition", "status", "reason", "voxels", "Dp_median",
+                  "Dt_median", "Fp_median", "residual_median", "warnings", "model_sha256", "output", "seconds",
+                  "worker_rss_mb")
 _DWI_SUFFIXES = ("_dwi.nii.gz", "_dwi.nii")
 _LAYOUT = ("sub-*/dwi/*_dwi.nii.gz (or sub-*/ses-*/dwi/...; .nii also) with the matching *_dwi.bval "
            "beside each")
