@@ -18,6 +18,7 @@ import re
 import secrets
 import shutil
 import socket
+import sys
 import time
 from typing import NamedTuple
 
@@ -26,7 +27,7 @@ import numpy as np
 from .methods import DEFAULT_METHOD, METHODS, NETWORK_METHODS
 
 __all__ = ["Scan", "Acquisition", "COHORT_COLUMNS", "LABELS_GLOB", "POOL_VOXELS", "find_scans", "group_scans",
-           "read_b_values", "train_models", "fit_scan", "fit_cohort"]
+           "read_b_values", "acquisition_id", "pooled_voxels", "train_models", "fit_scan", "fit_cohort"]
 
 #: Voxels, in total over all the scans of an acquisition, that its network is trained on.
 POOL_VOXELS = 20_000
@@ -363,8 +364,6 @@ def fit_scan(scan, out, *, acquisition, method=DEFAULT_METHOD, stamp="", model=N
         The scan's ``cohort.csv`` row: status ``"fitted"``, or ``"failed"`` with the one-line reason when
         the scan cannot be read, masked or fitted, or its outputs cannot be written.
     """
-    import resource
-
     import torch
 
     from . import checkpoint, image_fit, nifti
@@ -395,13 +394,26 @@ def fit_scan(scan, out, *, acquisition, method=DEFAULT_METHOD, stamp="", model=N
             staging.publish()
         finally:
             staging.discard()
-    except (ValueError, OSError) as err:
-        return _row(scan, acquisition, "failed", reason=_one_line(getattr(err, "strerror", None) or err))
+    except ValueError as err:
+        return _row(scan, acquisition, "failed", reason=_one_line(err))
+    except OSError as err:  # disk full, permissions
+        return _row(scan, acquisition, "failed", reason=f"cannot write the outputs to {target!r} "
+                                                        f"({_one_line(err.strerror or err)}); free disk space or "
+                                                        "make OUT writable, then run again")
     finally:
         torch.set_num_threads(threads)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return _row(scan, acquisition, "fitted", record=record, warnings=summary["warnings"],
-                seconds=round(time.perf_counter() - start, 3), worker_rss_mb=round(rss, 1))
+                seconds=round(time.perf_counter() - start, 3), worker_rss_mb=_peak_rss_mb())
+
+
+def _peak_rss_mb():
+    """Peak resident memory of this process (the worker) in MiB, or "" where ``resource`` does not exist."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return ""
+    kib = 1 if sys.platform != "darwin" else 1 / 1024  # ru_maxrss: KiB on Linux, bytes on macOS
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kib / 1024, 1)
 
 
 def _current(scan, out, stamp):
