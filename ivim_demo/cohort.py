@@ -417,14 +417,20 @@ def _peak_rss_mb():
 
 
 def _current(scan, out, stamp):
-    """The summary of a scan's outputs when they were made with ``stamp`` (same inputs, options, model)."""
+    """The summary of a scan's outputs when they were made with ``stamp`` (same inputs, options, model)
+    and every file it lists is there."""
     try:
         with open(os.path.join(out, scan.folder, "summary.json")) as f:
             summary = json.load(f)
     except (OSError, ValueError):
         return None
     record = summary.get("cohort") if isinstance(summary, dict) else None
-    return summary if isinstance(record, dict) and record.get("stamp") == stamp else None
+    if not isinstance(record, dict) or record.get("stamp") != stamp:
+        return None
+    outputs = summary.get("outputs") or {}
+    names = {os.path.basename(p) for p in outputs.values()} if isinstance(outputs, dict) else set()
+    folder = os.path.join(out, scan.folder)
+    return summary if names and all(os.path.isfile(os.path.join(folder, n)) for n in names) else None
 
 
 def _write_csv(out, rows):

@@ -160,6 +160,8 @@ def test_resume_skips_what_is_done_and_recovers_from_a_kill(study, fitted, tmp_p
     shutil.copytree(done, out)
     run = lambda **kw: iv.fit_cohort(root, out, method="lsq", scheduler="serial", progress=False, **kw)  # noqa: E731
     assert [r["status"] for r in run()] == ["skipped"] * 6
+    (out / first[0]["output"] / "Dt.nii.gz").unlink()  # one map of a scan lost: the scan is refitted
+    assert [r["status"] for r in run()] == ["fitted"] + ["skipped"] * 5
     before = _maps(out, first[1])
     shutil.rmtree(out / first[1]["output"])
     rows = run()
