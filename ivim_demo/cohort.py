@@ -607,6 +607,11 @@ def fit_cohort(root, out, *, method=DEFAULT_METHOD, seed=0, workers=None, schedu
         try:
             _run(jobs, out, rows, ordered, workers=workers, scheduler=scheduler, progress=progress)
         finally:
+            for scan, kwargs in jobs:  # interrupted: scans that finished before their result came back
+                summary = _current(scan, out, kwargs["stamp"]) if rows[scan.scan_id]["status"] == "pending" else None
+                if summary is not None:
+                    rows[scan.scan_id] = _row(scan, kwargs["acquisition"], "fitted", record=summary["cohort"],
+                                              warnings=summary.get("warnings", []))
             _write_csv(out, ordered())
         return ordered()
     finally:

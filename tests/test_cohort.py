@@ -259,3 +259,11 @@ def test_one_network_per_acquisition(study, scheduler, tmp_path):
     mtimes = [p.stat().st_mtime_ns for p in models]
     assert [r["status"] for r in iv.fit_cohort(root, out, **options)] == ["skipped"] * 6
     assert [p.stat().st_mtime_ns for p in models] == mtimes  # not retrained
+
+
+def test_cohort_help_loads_neither_torch_nor_dask():
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "ivim_demo", "cohort", "--help"],
+                         capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+    loaded = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in out.stderr.splitlines() if "|" in line}
+    assert out.returncode == 0 and "--scheduler" in out.stdout and "ivim_demo" in loaded, out.stderr[-500:]
+    assert not loaded & {"torch", "matplotlib", "scipy", "dask", "distributed"}, sorted(loaded)
