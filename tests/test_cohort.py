@@ -259,6 +259,15 @@ def test_one_network_per_acquisition(study, scheduler, tmp_path):
     mtimes = [p.stat().st_mtime_ns for p in models]
     assert [r["status"] for r in iv.fit_cohort(root, out, **options)] == ["skipped"] * 6
     assert [p.stat().st_mtime_ns for p in models] == mtimes  # not retrained
+    # the same networks in this process give the workers' maps exactly (one scan per acquisition)
+    distributed = {k: _maps(out, rows[k]) for k in (0, 3)}
+    for k in (0, 3):
+        shutil.rmtree(out / rows[k]["output"])
+    again = iv.fit_cohort(root, out, **{**options, "scheduler": "serial"})
+    assert [r["status"] for r in again] == ["fitted", "skipped", "skipped", "fitted", "skipped", "skipped"]
+    assert [p.stat().st_mtime_ns for p in models] == mtimes
+    for k in (0, 3):
+        assert all(np.array_equal(distributed[k][name], v) for name, v in _maps(out, again[k]).items())
 
 
 def test_cohort_help_loads_neither_torch_nor_dask():
