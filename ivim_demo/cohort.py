@@ -140,27 +140,28 @@ def _labels_beside(folder, stem, pattern):
 def read_b_values(bval_path) -> np.ndarray:
     """The distinct b-values (s/mm^2) ``load_dwi`` returns for a bvals file, without reading the image.
 
-    Raises ``ValueError`` for what ``load_dwi`` refuses in a bvals file alone (unreadable, negative or
-    not in s/mm^2, no b = 0) and for fewer than 5 distinct b-values.
+    Raises ``ValueError`` for a missing or unreadable file, b-values that ``check_b_values`` refuses
+    once averaged (no b = 0, not finite, not in s/mm^2) and fewer than 5 distinct b-values.
     """
-    from .checks import check_b_units
+    import warnings
+
+    from .checks import check_b_values
     from .cli import check_enough_b_values
     from .nifti import average_directions
 
     if bval_path is None:
         raise ValueError("no bvals file: put the scan's b-values in a *_dwi.bval file beside it.")
-    try:
-        bvals = np.loadtxt(os.fspath(bval_path), dtype=float, ndmin=1).ravel()
-    except (ValueError, OSError) as err:
-        raise ValueError(f"cannot read b-values from {os.fspath(bval_path)!r}: {err}") from None
-    if bvals.size == 0 or not np.all(np.isfinite(bvals)) or (bvals < 0).any():
-        raise ValueError(f"b-values must be finite and >= 0 s/mm^2, got {bvals.tolist()}.")
-    check_b_units(bvals)
-    if not (np.round(bvals) == 0).any():
-        raise ValueError("no b=0 volume: IVIM fitting normalises by S(b=0), so the series needs one.")
-    b = average_directions(np.ones((1, bvals.size), np.float32), bvals)[1]  # the same grouping as load_dwi
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an empty file, NaN b-values: said below
+        try:
+            bvals = np.loadtxt(os.fspath(bval_path), dtype=float, ndmin=1).ravel()
+        except (ValueError, OSError) as err:
+            raise ValueError(f"cannot read b-values from {os.fspath(bval_path)!r}: {err}") from None
+        if bvals.size == 0:
+            raise ValueError(f"{os.fspath(bval_path)!r} holds no b-values; write one b-value (s/mm^2) per volume.")
+        b = average_directions(np.ones((1, bvals.size), np.float32), bvals)[1]  # the grouping of load_dwi
     check_enough_b_values(b)
-    return b
+    return check_b_values(b)
 
 
 def acquisition_id(b_values) -> str:

@@ -276,3 +276,21 @@ def test_cohort_help_loads_neither_torch_nor_dask():
     loaded = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in out.stderr.splitlines() if "|" in line}
     assert out.returncode == 0 and "--scheduler" in out.stdout and "ivim_demo" in loaded, out.stderr[-500:]
     assert not loaded & {"torch", "matplotlib", "scipy", "dask", "distributed"}, sorted(loaded)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0 10 20 50 100 200 10 20", None),
+    ("10 20 50 100 200 300", "start at b=0"),
+    ("0 10 20", "at least 5 distinct b-values"),
+    ("", "holds no b-values"),
+    ("0 1e6 2e6 3e6 4e6 5e6", "s/mm\\^2"),
+    ("0 ten", "cannot read b-values"),
+])
+def test_read_b_values_groups_as_load_dwi_or_says_what_is_wrong(tmp_path, text, message):
+    path = tmp_path / "x_dwi.bval"
+    path.write_text(text)
+    if message is None:
+        np.testing.assert_array_equal(iv.read_b_values(path), [0, 10, 20, 50, 100, 200])
+    else:
+        with pytest.raises(ValueError, match=message):
+            iv.read_b_values(path)
