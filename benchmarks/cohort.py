@@ -149,7 +149,8 @@ def main(argv=None):
                     "during the run, per scan. "
                     f"The {network} network is trained once beforehand (training_seconds) and reused, as a "
                     "rerun of fit_cohort does. The machine is shared with other sessions: the 1-minute load "
-                    "average before and after each run says how busy it was (2 cores).",
+                    "average before and after each run (which counts this benchmark's own processes too, about 1 "
+                    "per busy worker) says how busy it was (2 cores).",
             "training": {"method": network, "seconds": train_seconds, "pool_voxels": cohort.POOL_VOXELS,
                          "max_epochs": epochs, "epochs": history.get("epochs"),
                          "best_epoch": history.get("best_epoch")},
