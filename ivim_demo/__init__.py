@@ -20,6 +20,8 @@ _SOURCES = {
     "anatomy": ["TISSUES", "AnatomicalPhantom", "anatomical_phantom"],
     "handoff": ["dataset_settings", "load_dataset", "load_or_make_dataset", "load_or_make_model", "load_table",
                 "save_dataset", "save_table"],
+    "cohort": ["COHORT_COLUMNS", "Acquisition", "Scan", "find_scans", "fit_cohort", "fit_scan", "group_scans",
+               "read_b_values", "train_models"],
     "compare": ["ablation", "compare_at_snr", "fit_all", "score"],
     "exercises": ["EXERCISES", "check"],
     "examples": ["CITATION", "EXAMPLES", "load_example", "phantom_example", "reference_roi_medians",

@@ -1,4 +1,4 @@
-"""Command line: ``python -m ivim_demo fit DWI.nii.gz --bvals BVALS --out DIR``.
+"""Command line: ``python -m ivim_demo fit DWI.nii.gz --bvals BVALS --out DIR`` and ``... cohort DIR --out OUT``.
 
 Imports stay light until a command runs: ``--help`` loads neither torch nor matplotlib.
 """
@@ -17,6 +17,25 @@ USAGE_EXAMPLE = (
     "python -m ivim_demo fit dwi.nii.gz --bvals dwi.bval --out maps/\n"
     "  (fits the masked voxels of dwi.nii.gz with a network trained for this scan, then writes\n"
     "   Dp/Dt/Fp/S0/residual maps, an overview PNG and summary.json with any warnings)"
+)
+
+
+def _shared_options(p):
+    """Options that ``fit`` and ``cohort`` share."""
+    p.add_argument("--average", choices=("geometric", "arithmetic"), default="geometric",
+                   help="how the directions of a b-value are averaged: geometric (default, the trace-weighted "
+                        "image; a direction reading 0 makes it 0) or arithmetic")
+    p.add_argument("--seed", type=int, default=0, help="seeds the network's simulation, initialisation and "
+                                                       "training (same seed, same maps)")
+    p.add_argument("--max-epochs", type=int, default=1000,
+                   help="upper limit of training epochs (training stops earlier, on a validation split)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+COHORT_EXAMPLE = (
+    "python -m ivim_demo cohort study/ --out study-maps/ --method lsq\n"
+    "  (fits study/sub-*/[ses-*/]dwi/*_dwi.nii.gz on a local dask cluster, writes each scan's maps into\n"
+    "   study-maps/sub-*/[ses-*/]dwi/SCAN/ and one row per scan into study-maps/cohort.csv; exit 1 if a\n"
+    "   scan failed: its reason is in cohort.csv)"
 )
 
 
@@ -43,14 +62,27 @@ def _parser():
                                    "instead of training; it must match the scan's b-values")
     f.add_argument("--sigma", type=float, help="bayes only: noise SD relative to S(b=0) (default: estimated "
                                                "from least-squares residuals)")
-    f.add_argument("--average", choices=("geometric", "arithmetic"), default="geometric",
-                   help="how the directions of a b-value are averaged: geometric (default, the trace-weighted "
-                        "image; a direction reading 0 makes it 0) or arithmetic")
-    f.add_argument("--seed", type=int, default=0, help="seeds the network's simulation, initialisation and "
-                                                       "training (same seed, same maps)")
-    f.add_argument("--max-epochs", type=int, default=1000,
-                   help="upper limit of training epochs (training stops earlier, on a validation split)")
-    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _shared_options(f)
+    c = sub.add_parser("cohort", help="fit every scan of a study folder on dask (one network per acquisition, "
+                                      "resumable) and write cohort.csv",
+                       epilog=COHORT_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("dir", help="study folder: sub-*/[ses-*/]dwi/*_dwi.nii.gz, each with its *_dwi.bval beside it")
+    c.add_argument("--out", required=True,
+                   help="output folder: maps of each scan in OUT/sub-*/[ses-*/]dwi/SCAN/, the networks in "
+                        "OUT/models/, and OUT/cohort.csv; rerun with the same options to resume (scans whose "
+                        "outputs are current are skipped)")
+    c.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                   help=f"default {DEFAULT_METHOD}; a network method trains one network per acquisition (b-value "
+                        "set) on voxels pooled from all its scans, then fits every scan with it")
+    c.add_argument("--labels-glob", help="label images (integer labels) beside each DWI, for per-label medians in "
+                                         "cohort.csv (default '*_dseg.nii*'; '' for none)")
+    c.add_argument("--scheduler", help="address of a running dask scheduler (e.g. tcp://host:8786) whose workers see "
+                                       "DIR and OUT at the same paths; default: a local cluster")
+    c.add_argument("--workers", type=int, help="worker processes of the local cluster (default: the number of CPU "
+                                               "cores); 0 fits in this process")
+    c.add_argument("--pool-voxels", type=int, help="voxels each network is trained on, drawn evenly from the scans "
+                                                   "of its acquisition (default 20000)")
+    _shared_options(c)
     return p
 
 
@@ -118,18 +150,87 @@ class _Staging:
                 break
 
 
-def _fit(args, staging):
+def check_enough_b_values(b_values):
+    """Refuse an acquisition with fewer than 5 distinct b-values (4 parameters, and one more to judge the fit)."""
+    if len(b_values) < 5:
+        raise ValueError(f"IVIM fitting needs at least 5 distinct b-values (4 parameters, and one more to judge "
+                         f"the fit); this scan has {len(b_values)}: {list(map(float, b_values))} s/mm^2.")
+
+
+def write_outputs(fit, keep, excluded, affine, folder, *, out, b_values, shape, save_net=True, **fields):
+    """Write one scan's outputs into ``folder``: the maps, the residual, the overview PNG and summary.json.
+
+    What ``fit`` and ``cohort`` write for every scan, into a staging folder that becomes ``out``.
+
+    Parameters
+    ----------
+    fit : VolumeFit
+        From ``fit_volume``.
+    keep : numpy.ndarray of bool
+        The voxels that were fitted (maps are 0 outside).
+    excluded : int
+        Voxels of the mask left out as invalid (see ``make_mask``).
+    affine : array_like
+        The DWI's 4 x 4 affine.
+    folder : str
+        Where to write now (the staging folder).
+    out : str
+        Where the files will be once published (recorded in summary.json).
+    b_values : array_like
+        The scan's b-values in s/mm^2.
+    shape : tuple of int
+        The shape of the direction-averaged DWI.
+    save_net : bool
+        Also save a network trained for this scan as ``METHOD.pt``.
+    **fields
+        More entries for summary.json (input, mask, model, seed, ...).
+
+    Returns
+    -------
+    dict
+        The summary written.
+    """
+    import matplotlib.pyplot as plt
     import nibabel as nib
     import numpy as np
 
-    from . import checkpoint, image_fit, mask, nifti, plots
+    from . import checkpoint, nifti, plots
+
+    method = fit.info["method"]
+    paths = nifti.save_maps(fit.maps, affine, folder, mask=keep)
+    res_path = os.path.join(folder, "residual.nii.gz")
+    nib.save(nib.Nifti1Image(np.where(keep, fit.residual, 0).astype(np.float32), np.asarray(affine, float)),
+             res_path)
+    paths["residual"] = res_path
+    if fit.net is not None and save_net:
+        paths["model"] = checkpoint.save_model(fit.net, os.path.join(folder, f"{method}.pt"))
+    z = int(np.argmax(keep.reshape(-1, keep.shape[-1]).sum(axis=0))) if keep.ndim == 3 else None
+    sl = (lambda a: a[..., z]) if z is not None else (lambda a: a)
+    fig = plots.plot_maps({method: type(fit.maps)(*(sl(m) for m in fit.maps))}, limits=plots.SCAN_LIMITS,
+                          title=f"IVIM maps ({method}), slice {z}"
+                                + (" - WARNING: see summary.json" if fit.info["warnings"] else ""))
+    try:
+        paths["overview"] = plots.save_figure(fig, "overview", folder)
+    finally:
+        plt.close(fig)  # a cohort writes one per scan
+    n_voxels = int(np.prod(keep.shape))
+    out = os.path.abspath(out)
+    summary = {**fit.info, **fields, "b_values": [float(b) for b in b_values], "shape": list(shape),
+               "mask_voxels": int(keep.sum()) + excluded, "mask_fraction": (int(keep.sum()) + excluded) / n_voxels,
+               "excluded_voxels": excluded,
+               "outputs": {k: os.path.join(out, os.path.basename(v)) for k, v in paths.items()}}
+    with open(os.path.join(folder, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+def _fit(args, staging):
+    from . import checkpoint, image_fit, mask, nifti
 
     if args.sigma is not None and (args.method or DEFAULT_METHOD) != "bayes":
         raise ValueError("--sigma only applies to --method bayes.")
     dwi, b_values, affine = nifti.load_dwi(args.dwi, args.bvals, average=args.average)
-    if len(b_values) < 5:
-        raise ValueError(f"IVIM fitting needs at least 5 distinct b-values (4 parameters, and one more to judge "
-                         f"the fit); this scan has {len(b_values)}: {b_values.tolist()} s/mm^2.")
+    check_enough_b_values(b_values)
     user_mask = nifti.load_mask(args.mask, affine=affine) if args.mask else None
     keep, excluded = mask.make_mask(dwi, mask=user_mask, warn=False, return_excluded=True)
     net, method = None, args.method or DEFAULT_METHOD
@@ -142,38 +243,38 @@ def _fit(args, staging):
         method = trained_as
     fit = image_fit.fit_volume(dwi, b_values, keep, method=method, net=net, sigma=args.sigma, seed=args.seed,
                                max_epochs=args.max_epochs, progress=not args.no_progress)
-    paths = nifti.save_maps(fit.maps, affine, staging, mask=keep)
-    res_path = os.path.join(staging, "residual.nii.gz")
-    nib.save(nib.Nifti1Image(np.where(keep, fit.residual, 0).astype(np.float32), np.asarray(affine, float)),
-             res_path)
-    paths["residual"] = res_path
-    if fit.net is not None and not args.model:
-        paths["model"] = checkpoint.save_model(fit.net, os.path.join(staging, f"{method}.pt"))
-    z = int(np.argmax(keep.reshape(-1, keep.shape[-1]).sum(axis=0))) if keep.ndim == 3 else None
-    sl = (lambda a: a[..., z]) if z is not None else (lambda a: a)
-    fig = plots.plot_maps({method: type(fit.maps)(*(sl(m) for m in fit.maps))}, limits=plots.SCAN_LIMITS,
-                          title=f"IVIM maps ({method}), slice {z}"
-                                + (" - WARNING: see summary.json" if fit.info["warnings"] else ""))
-    paths["overview"] = plots.save_figure(fig, "overview", staging)
-    n_voxels = int(np.prod(keep.shape))
-    out = os.path.abspath(args.out)
-    summary = {**fit.info, "input": os.path.abspath(args.dwi), "b_values": b_values.tolist(),
-               "average": args.average, "shape": list(dwi.shape),
-               "mask": os.path.abspath(args.mask) if args.mask else "automatic",
-               "model": os.path.abspath(args.model) if args.model else None,
-               "mask_voxels": int(keep.sum()) + excluded, "mask_fraction": (int(keep.sum()) + excluded) / n_voxels,
-               "excluded_voxels": excluded, "seed": args.seed,
-               "outputs": {k: os.path.join(out, os.path.basename(v)) for k, v in paths.items()}}
-    with open(os.path.join(staging, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    return summary
+    return write_outputs(fit, keep, excluded, affine, staging, out=args.out, b_values=b_values, shape=dwi.shape,
+                         save_net=not args.model, input=os.path.abspath(args.dwi), average=args.average,
+                         mask=os.path.abspath(args.mask) if args.mask else "automatic",
+                         model=os.path.abspath(args.model) if args.model else None, seed=args.seed)
 
 
 def _terminate(signum, frame):
     raise KeyboardInterrupt  # SIGTERM (a job scheduler, `timeout`) cleans up like Ctrl-C
 
 
-def _import_libraries() -> None:
+def _cohort(args):
+    from . import cohort
+
+    labels_glob = cohort.LABELS_GLOB if args.labels_glob is None else (args.labels_glob or None)
+    pool = cohort.POOL_VOXELS if args.pool_voxels is None else args.pool_voxels
+    return cohort.fit_cohort(args.dir, args.out, method=args.method, seed=args.seed, workers=args.workers,
+                             scheduler=args.scheduler, average=args.average, labels_glob=labels_glob,
+                             max_epochs=args.max_epochs, pool_voxels=pool, progress=not args.no_progress)
+
+
+def _report_cohort(rows, out) -> int:
+    """What a cohort run prints: the failures (stderr) and the counts; exit 1 when a scan failed."""
+    counts = {status: sum(r["status"] == status for r in rows) for status in ("fitted", "skipped", "failed")}
+    for row in rows:
+        if row["status"] == "failed":
+            print(f"failed: {row['scan']}: {row['reason']}", file=sys.stderr)
+    print(f"{len(rows)} scans: {counts['fitted']} fitted, {counts['skipped']} skipped (already done), "
+          f"{counts['failed']} failed; table in {os.path.join(out, 'cohort.csv')}")
+    return 1 if counts["failed"] else 0
+
+
+def _import_libraries(cohort=False) -> None:
     """Import the heavy libraries (while ``main`` holds Ctrl-C and SIGTERM back).
 
     An interrupt that lands inside a C extension's initialisation (torch, matplotlib) does not arrive as a
@@ -187,13 +288,16 @@ def _import_libraries() -> None:
 
     from . import checkpoint, image_fit, mask, nifti, plots  # noqa: F401
 
+    if cohort:
+        import dask.distributed  # noqa: F401
+
 
 def main(argv=None) -> int:
     import signal
     import warnings
 
     args = _parser().parse_args(argv)
-    staging = None
+    staging, cohort = None, False
     handlers, previous, held = {}, {}, []
     if _in_main_thread():  # until the libraries are loaded, an interrupt is only noted
         handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _terminate}
@@ -201,30 +305,40 @@ def main(argv=None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # what matters reaches summary.json and the lines below
-            staging = _Staging(args.out)
-            _import_libraries()
+            cohort = args.command == "cohort"
+            if not cohort:
+                staging = _Staging(args.out)
+            _import_libraries(cohort=cohort)
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
             if held:
                 raise KeyboardInterrupt
-            summary = _fit(args, staging.path)
-            staging.publish()
+            if cohort:
+                rows = _cohort(args)
+            else:
+                summary = _fit(args, staging.path)
+                staging.publish()
     except ValueError as err:  # bad input: one line, no traceback
         print("error: " + " ".join(str(err).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: nothing was written (previous outputs, if any, are unchanged)", file=sys.stderr)
+        print("interrupted: " + ("the scans already fitted are kept; run the same command again to fit the rest"
+                                 if cohort else "nothing was written (previous outputs, if any, are unchanged)"),
+              file=sys.stderr)
         return 130
     except OSError as err:
         reason = " ".join(str(err.strerror or err).split())
-        print(f"error: cannot write the outputs ({reason}); previous outputs, if any, are unchanged. "
-              "Free disk space or choose another --out.", file=sys.stderr)
+        print(f"error: cannot write the outputs ({reason}); "
+              + ("the scans already fitted are kept. " if cohort else "previous outputs, if any, are unchanged. ")
+              + "Free disk space or choose another --out.", file=sys.stderr)
         return 2
     finally:
         if staging is not None:
             staging.discard()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if cohort:
+        return _report_cohort(rows, args.out)
     if summary["excluded_voxels"]:
         print(f"warning: {summary['excluded_voxels']} voxel(s) in the mask excluded (NaN/inf, negative or "
               "S(b=0) <= 0); their maps are 0", file=sys.stderr)
