@@ -1,0 +1,163 @@
+"""fit_bayes(..., s0="marginal"): the exact posterior with S0 unknown, checked against brute force."""
+import numpy as np
+import pytest
+from scipy.special import i0e
+
+import ivim_demo as iv
+
+B = iv.SEED_B_VALUES
+FIELDS = iv.IVIMParams._fields
+
+
+def brute_force_posterior(signals, sigma, box, grid, *, level=0.9, step=1 / 8, half_width=12.0):
+    """Slow, obviously correct reference: the full Rician likelihood of every sample (b = 0 included,
+    signal units) on the fit's (Dp, Dt, Fp) cell centres times a fine S0 grid (spacing ``step`` sigma,
+    ``half_width`` sigma either side of the measured S(b=0), S0 > 0; uniform priors), one voxel at a time.
+
+    Returns (n, 4) arrays of the posterior means, SDs and central interval ends (cell-uniform CDF,
+    as fit_bayes defines them for Dp, Dt, Fp) of (Dp, Dt, Fp, S0), and per voxel the S0 marginal at the
+    ends of its grid relative to its peak (must be negligible, else the grid is too narrow).
+    """
+    axes = [np.linspace(*box[k], n + 1) for k, n in zip(iv.PARAMS, grid)]
+    centres = [(a[:-1] + a[1:]) / 2 for a in axes]
+    theta = np.stack(np.meshgrid(*centres, indexing="ij"), -1).reshape(-1, 3)
+    m = iv.ivim(B, theta[:, :1], theta[:, 1:2], theta[:, 2:3])  # (G, n_b)
+    out = {"mean": [], "sd": [], "lower": [], "upper": [], "edge": []}
+    for y in signals:  # deliberately per voxel: this is the slow reference
+        s0 = y[0] + sigma * np.arange(-half_width, half_width + step / 2, step)
+        s0 = s0[s0 > 0]
+        mu = s0[:, None, None] * m[None]  # (K, G, n_b)
+        z = y * mu / sigma**2
+        ll = (np.log(y / sigma**2) - (y**2 + mu**2) / (2 * sigma**2) + np.log(i0e(z)) + z).sum(axis=-1)
+        w = np.exp(ll - ll.max())  # (K, G)
+        w /= w.sum()
+        ps = w.sum(axis=1)
+        out["edge"].append(max(ps[0], ps[-1]) / ps.max())
+        pt = w.sum(axis=0).reshape(grid)
+        marg = [pt.sum(axis=(1, 2)), pt.sum(axis=(0, 2)), pt.sum(axis=(0, 1)), ps]
+        values = [*centres, s0]
+        edges = [*axes, np.append(s0 - step * sigma / 2, s0[-1] + step * sigma / 2)]
+        mean = [p @ v for p, v in zip(marg, values)]
+        out["mean"].append(mean)
+        out["sd"].append([np.sqrt(p @ (v - c) ** 2) for p, v, c in zip(marg, values, mean)])
+        cdfs = [np.concatenate([[0], np.cumsum(p)]) for p in marg]
+        out["lower"].append([np.interp((1 - level) / 2, c, e) for c, e in zip(cdfs, edges)])
+        out["upper"].append([np.interp((1 + level) / 2, c, e) for c, e in zip(cdfs, edges)])
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def stacked(params):
+    return np.stack([getattr(params, k) for k in FIELDS], axis=1)
+
+
+def fit(signals, sigma, **kw):
+    return iv.fit_bayes(signals, B, sigma=sigma, s0="marginal", **kw)
+
+
+@pytest.mark.parametrize("snr", [20, 50])
+def test_marginal_posterior_matches_brute_force(snr):
+    sigma, grid = 1 / snr, (8, 8, 8)
+    signals, truth = iv.training_data(60, B, sigma=sigma, seed=snr)  # from the prior, S0 = 1
+    post = fit(signals, sigma, interval=0.9, grid=grid)
+    ref = brute_force_posterior(signals, sigma, iv.PARAMETER_BOX, grid, step=1 / 6, half_width=10.0)
+    assert ref["edge"].max() < 1e-12  # the reference's S0 grid holds the whole posterior
+    for field in ("mean", "sd", "lower", "upper"):  # errors in units of each voxel's posterior SD
+        err = (np.abs(stacked(getattr(post, field)) - ref[field]) / ref["sd"]).max(axis=0)
+        assert (err[:3] < 1e-4).all(), (field, err)  # Dp, Dt, Fp: same grid, same cell CDF
+        # S0: mean and SD to 1e-4; interval ends (sinc CDF vs the reference's cell CDF on a finer grid) 0.03
+        assert err[3] < (1e-4 if field in ("mean", "sd") else 0.03), (field, err)
+    # the acceptance measure: NRMSE of each posterior mean within 1 % (relative) of the reference's
+    for i, k in enumerate(FIELDS):
+        assert iv.nrmse(getattr(post.mean, k), getattr(truth, k)) == pytest.approx(
+            iv.nrmse(ref["mean"][:, i], getattr(truth, k)), rel=0.01)
+
+
+def test_intervals_cover_the_truth_at_their_level():
+    sigma = 1 / 20
+    signals, truth = iv.training_data(2000, B, sigma=sigma, seed=7)  # from the prior the fit assumes
+    post = fit(signals, sigma, interval=0.9, grid=(16, 16, 16))
+    for k in FIELDS:
+        inside = (getattr(post.lower, k) <= getattr(truth, k)) & (getattr(truth, k) <= getattr(post.upper, k))
+        assert 0.85 <= inside.mean() <= 0.95, (k, inside.mean())  # binomial SD at 0.9: 0.007
+        assert (getattr(post.lower, k) <= getattr(post.mean, k)).all() and (
+            getattr(post.mean, k) <= getattr(post.upper, k)).all()
+        assert (getattr(post.sd, k) > 0).all()
+
+
+@pytest.fixture(scope="module")
+def voxels():
+    return iv.training_data(40, B, sigma=0.05, seed=11)[0]
+
+
+def test_window_is_wide_enough_and_widening_changes_nothing(voxels, monkeypatch):
+    from ivim_demo import posterior as pm
+
+    base = fit(voxels, 0.05, interval=0.8, grid=(10, 10, 10))
+    with monkeypatch.context() as patch:  # far wider first windows
+        patch.setattr(pm, "_PROFILE_DROP", 60.0)
+        patch.setattr(pm, "_S0_TAIL", 12.0)
+        wide = fit(voxels, 0.05, interval=0.8, grid=(10, 10, 10))
+    with monkeypatch.context() as patch:  # first windows far too narrow: every voxel is widened
+        patch.setattr(pm, "_PROFILE_DROP", 0.01)
+        patch.setattr(pm, "_S0_TAIL", 0.2)
+        narrow = fit(voxels, 0.05, interval=0.8, grid=(10, 10, 10))
+    with monkeypatch.context() as patch:  # S0 nodes 3x closer
+        patch.setattr(pm, "_S0_STEP", 0.4)
+        dense = fit(voxels, 0.05, interval=0.8, grid=(10, 10, 10))
+    for other in (wide, narrow, dense):
+        for field in ("mean", "sd"):
+            err = np.abs(stacked(getattr(other, field)) - stacked(getattr(base, field))) / stacked(base.sd)
+            assert err.max() < 1e-5, field
+
+
+def test_signal_units_and_chunks(voxels):
+    post = fit(voxels, 0.05, interval=0.9, grid=(10, 10, 10))
+    scaled = fit(voxels * 1500.0, 0.05 * 1500.0, interval=0.9, grid=(10, 10, 10), chunk=3)
+    for field in post._fields:
+        for k in FIELDS:
+            unit = 1500.0 if k == "S0" else 1.0
+            np.testing.assert_allclose(getattr(getattr(scaled, field), k), unit * getattr(getattr(post, field), k),
+                                       rtol=1e-5)
+    again = fit(voxels, 0.05, interval=0.9, grid=(10, 10, 10), chunk=7)
+    for field in post._fields:
+        np.testing.assert_allclose(stacked(getattr(again, field)), stacked(getattr(post, field)), rtol=1e-9)
+
+
+def test_shapes_mean_only_and_invalid_voxels(voxels):
+    cube = voxels[:24].reshape(2, 3, 4, len(B))
+    post = fit(cube, 0.05, interval=0.5, grid=(6, 6, 6))
+    assert isinstance(post, iv.Posterior) and all(getattr(p, k).shape == (2, 3, 4) for p in post for k in FIELDS)
+    mean = fit(cube, 0.05, grid=(6, 6, 6))
+    assert isinstance(mean, iv.IVIMParams)
+    np.testing.assert_allclose(stacked(mean), stacked(post.mean), rtol=1e-12)
+    bad = voxels[:5].copy()
+    bad[2, 3] = np.nan
+    out = fit(bad, 0.05, interval=0.9, grid=(6, 6, 6), invalid="nan")
+    alone = fit(bad[[0, 1, 3, 4]], 0.05, interval=0.9, grid=(6, 6, 6))
+    for field in post._fields:
+        assert np.isnan(stacked(getattr(out, field))[2]).all()
+        np.testing.assert_allclose(stacked(getattr(out, field))[[0, 1, 3, 4]], stacked(getattr(alone, field)),
+                                   rtol=1e-6)
+
+
+def test_default_is_still_the_ratio_posterior(voxels):
+    default = iv.fit_bayes(voxels, B, sigma=0.05, grid=(8, 8, 8))
+    ratio = iv.fit_bayes(voxels, B, sigma=0.05, grid=(8, 8, 8), s0="ratio")
+    assert isinstance(default, iv.IVIMParams)
+    np.testing.assert_array_equal(stacked(default), stacked(ratio))
+    np.testing.assert_array_equal(default.S0, voxels[:, 0])
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"s0": "known"}, "'ratio'"),
+    ({"interval": 0.9}, "s0='marginal'"),
+    ({"s0": "marginal", "interval": 1.0}, "between 0 and 1"),
+    ({"s0": "marginal", "interval": 0}, "positive"),
+    ({"s0": "marginal", "interval": True}, "interval"),
+    ({"s0": "marginal", "sigma": -1.0}, "signal units"),
+    ({"s0": "marginal", "grid": (1, 5, 5)}, "grid"),
+])
+def test_bad_options_are_refused(voxels, kw, words):
+    kw = {"sigma": 0.05, **kw}
+    with pytest.raises(ValueError, match=words.replace("(", r"\(")):
+        iv.fit_bayes(voxels[:3], B, **kw)
