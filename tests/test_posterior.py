@@ -1,49 +1,12 @@
 """fit_bayes(..., s0="marginal"): the exact posterior with S0 unknown, checked against brute force."""
 import numpy as np
 import pytest
-from scipy.special import i0e
 
 import ivim_demo as iv
+from ivim_demo.posterior import _brute_force
 
 B = iv.SEED_B_VALUES
 FIELDS = iv.IVIMParams._fields
-
-
-def brute_force_posterior(signals, sigma, box, grid, *, level=0.9, step=1 / 8, half_width=12.0):
-    """Slow, obviously correct reference: the full Rician likelihood of every sample (b = 0 included,
-    signal units) on the fit's (Dp, Dt, Fp) cell centres times a fine S0 grid (spacing ``step`` sigma,
-    ``half_width`` sigma either side of the measured S(b=0), S0 > 0; uniform priors), one voxel at a time.
-
-    Returns (n, 4) arrays of the posterior means, SDs and central interval ends (cell-uniform CDF,
-    as fit_bayes defines them for Dp, Dt, Fp) of (Dp, Dt, Fp, S0), and per voxel the S0 marginal at the
-    ends of its grid relative to its peak (must be negligible, else the grid is too narrow).
-    """
-    axes = [np.linspace(*box[k], n + 1) for k, n in zip(iv.PARAMS, grid)]
-    centres = [(a[:-1] + a[1:]) / 2 for a in axes]
-    theta = np.stack(np.meshgrid(*centres, indexing="ij"), -1).reshape(-1, 3)
-    m = iv.ivim(B, theta[:, :1], theta[:, 1:2], theta[:, 2:3])  # (G, n_b)
-    out = {"mean": [], "sd": [], "lower": [], "upper": [], "edge": []}
-    for y in signals:  # deliberately per voxel: this is the slow reference
-        s0 = y[0] + sigma * np.arange(-half_width, half_width + step / 2, step)
-        s0 = s0[s0 > 0]
-        mu = s0[:, None, None] * m[None]  # (K, G, n_b)
-        z = y * mu / sigma**2
-        ll = (np.log(y / sigma**2) - (y**2 + mu**2) / (2 * sigma**2) + np.log(i0e(z)) + z).sum(axis=-1)
-        w = np.exp(ll - ll.max())  # (K, G)
-        w /= w.sum()
-        ps = w.sum(axis=1)
-        out["edge"].append(max(ps[0], ps[-1]) / ps.max())
-        pt = w.sum(axis=0).reshape(grid)
-        marg = [pt.sum(axis=(1, 2)), pt.sum(axis=(0, 2)), pt.sum(axis=(0, 1)), ps]
-        values = [*centres, s0]
-        edges = [*axes, np.append(s0 - step * sigma / 2, s0[-1] + step * sigma / 2)]
-        mean = [p @ v for p, v in zip(marg, values)]
-        out["mean"].append(mean)
-        out["sd"].append([np.sqrt(p @ (v - c) ** 2) for p, v, c in zip(marg, values, mean)])
-        cdfs = [np.concatenate([[0], np.cumsum(p)]) for p in marg]
-        out["lower"].append([np.interp((1 - level) / 2, c, e) for c, e in zip(cdfs, edges)])
-        out["upper"].append([np.interp((1 + level) / 2, c, e) for c, e in zip(cdfs, edges)])
-    return {k: np.array(v) for k, v in out.items()}
 
 
 def stacked(params):
@@ -59,7 +22,7 @@ def test_marginal_posterior_matches_brute_force(snr):
     sigma, grid = 1 / snr, (8, 8, 8)
     signals, truth = iv.training_data(60, B, sigma=sigma, seed=snr)  # from the prior, S0 = 1
     post = fit(signals, sigma, interval=0.9, grid=grid)
-    ref = brute_force_posterior(signals, sigma, iv.PARAMETER_BOX, grid, step=1 / 6, half_width=10.0)
+    ref = _brute_force(signals, B, sigma, iv.PARAMETER_BOX, grid, step=1 / 6, half_width=10.0)
     assert ref["edge"].max() < 1e-12  # the reference's S0 grid holds the whole posterior
     for field in ("mean", "sd", "lower", "upper"):  # errors in units of each voxel's posterior SD
         err = (np.abs(stacked(getattr(post, field)) - ref[field]) / ref["sd"]).max(axis=0)
