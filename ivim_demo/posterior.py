@@ -44,8 +44,8 @@ class Posterior(NamedTuple):
 #: 2 exp(-2 pi^2 s^2 / h^2) (relative) at most, wherever the nodes fall: 2e-6 at h = 1.2 s.
 _S0_STEP = 1.2
 #: The first S0 window covers the conditional maxima S0*(theta) of every theta whose Gaussian
-#: profile log-likelihood is within this much of the best one (a posterior weight e^-16 = 1e-7) ...
-_PROFILE_DROP = 16.0
+#: profile log-likelihood is within this much of the best one (a posterior weight e^-20 = 2e-9) ...
+_PROFILE_DROP = 20.0
 #: ... plus this many conditional SDs on either side (Gaussian tail beyond: 3e-7).
 _S0_TAIL = 5.0
 #: A window is widened (and its voxel fitted again) while its S0 posterior at an end node exceeds
@@ -58,24 +58,39 @@ def s0_step(m_full, sigma):
     return _S0_STEP * sigma / np.sqrt((m_full**2).sum(axis=0)).max()
 
 
-def s0_windows(y, m_sub, sigma):
+def s0_windows(y, mhat, inv_norm, sigma):
     """First S0 window [lo, hi] per voxel (signal units) from the Gaussian profile likelihood.
 
-    For each theta of a subgrid (columns of ``m_sub``, all b-values), the
+    For each theta of the grid (columns of the models of all b-values, here
+    scaled to unit norm: ``unit_models``), the
     Gaussian part of the log-likelihood, maximised over S0, is
     u^2 / (2 sigma^2) with u = y . m / |m| at S0*(theta) = u / |m|, the
     conditional SD of S0 being sigma / |m|. The window spans S0* +- ``_S0_TAIL``
     conditional SDs over the thetas within ``_PROFILE_DROP`` of the best.
-    It only has to be about right: ``fit_marginal`` widens every window whose
-    posterior is not negligible at its ends.
+    The rest of the log-likelihood, sum_b log I0e(y_b S0 m_b / sigma^2) <= 0,
+    differs between thetas by a few units at most (about
+    0.5 sum_b log(m_b(theta1) / m_b(theta2)) at high SNR), so every theta within
+    ``_PROFILE_DROP`` minus a few of the best full likelihood is covered; a
+    posterior that is continuous in S0 and reaches past the window is caught
+    by ``edges_needing_room`` and widened.
     """
-    norm = np.sqrt((m_sub**2).sum(axis=0))
-    u = y @ (m_sub / norm)  # (n, G')
-    top = u.max(axis=1, keepdims=True)
-    keep = u**2 >= top**2 - 2 * sigma**2 * _PROFILE_DROP
-    lo = np.where(keep, (u - _S0_TAIL * sigma) / norm, np.inf).min(axis=1)
-    hi = np.where(keep, (u + _S0_TAIL * sigma) / norm, -np.inf).max(axis=1)
-    return lo, hi
+    import torch
+
+    scale = float(np.abs(y).max())  # float32 on y / scale: the window only has to be about right
+    u = (torch.from_numpy(y / scale).float() @ mhat).mul_(scale)  # (n, G)
+    top = u.amax(dim=1, keepdim=True)
+    drop = ~(u >= torch.sqrt(torch.clamp(top.double() ** 2 - 2 * sigma**2 * _PROFILE_DROP, min=0.0)).float())
+    lo = (u - _S0_TAIL * sigma).mul_(inv_norm).masked_fill_(drop, np.inf).amin(dim=1)
+    hi = u.add_(_S0_TAIL * sigma).mul_(inv_norm).masked_fill_(drop, -np.inf).amax(dim=1)
+    return lo.double().numpy(), hi.double().numpy()
+
+
+def unit_models(m_full):
+    """Models scaled to unit norm and the inverse norms (torch, float32), for ``s0_windows``."""
+    import torch
+
+    norm = np.sqrt((m_full**2).sum(axis=0))
+    return torch.from_numpy(m_full / norm).float(), torch.from_numpy(1 / norm).float()
 
 
 def s0_nodes(lo, hi, h):
@@ -261,9 +276,9 @@ def _brute_force(signals, b_values, sigma, box, grid, *, level=0.9, step=1 / 6, 
         for i in range(0, len(s0), nodes_at_once):
             mu = s0[i : i + nodes_at_once, None, None] * m[None]  # (k, G, n_b)
             z = y * mu / sigma**2
-            with np.errstate(divide="ignore"):
-                ll[i : i + nodes_at_once] = (np.log(y / sigma**2) - (y**2 + mu**2) / (2 * sigma**2)
-                                             + np.log(i0e(z)) + z).sum(axis=-1)
+            # log p(y|mu) = log(y / sigma^2) - (y^2 + mu^2) / (2 sigma^2) + log I0(z); the first term
+            # does not depend on the parameters (and is -inf for a sample y = 0): left out
+            ll[i : i + nodes_at_once] = (-(y**2 + mu**2) / (2 * sigma**2) + np.log(i0e(z)) + z).sum(axis=-1)
         w = np.exp(ll - ll.max())  # (K, G)
         w /= w.sum()
         ps = w.sum(axis=1)

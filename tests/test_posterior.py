@@ -35,6 +35,26 @@ def test_marginal_posterior_matches_brute_force(snr):
             iv.nrmse(ref["mean"][:, i], getattr(truth, k)), rel=0.01)
 
 
+@pytest.mark.parametrize("sigma", [0.2, 0.01, 0.002])
+def test_marginal_posterior_matches_brute_force_at_extreme_snr(sigma):
+    # SNR 5 (S0 window down to the prior's S0 > 0 end), 100 and 500 (float64 path; on this coarse grid the
+    # posterior sits on one or two cells, possibly far apart: every mode must be inside the S0 window)
+    signals, _ = iv.training_data(10, B, sigma=sigma, seed=40)
+    signals[0, 6:] = 0.0  # magnitude 0 at the high b-values
+    if sigma > 0.1:
+        signals[1, 3] = 3.0  # an outlier far above the model
+    post = fit(signals, sigma, interval=0.9, grid=(8, 8, 8))
+    ref = _brute_force(signals, B, sigma, iv.PARAMETER_BOX, (8, 8, 8), step=1 / 8, half_width=14.0)
+    ends_free = ref["edge"] < 1e-9  # S0 reaches 0 at SNR 5: there the reference's window is the prior's
+    assert ends_free.sum() >= 5
+    typical = np.array([0.05, 1e-3, 0.2, 1.0])
+    np.testing.assert_allclose(stacked(post.mean)[ends_free], ref["mean"][ends_free], rtol=1e-5, atol=0)
+    # a posterior on one cell has an SD of rounding size, and a separate mode with < 1e-9 of the mass (which
+    # the S0 window may leave out) adds up to sqrt(1e-9) x its distance to it
+    np.testing.assert_allclose(stacked(post.sd)[ends_free] / typical, ref["sd"][ends_free] / typical, rtol=1e-3,
+                               atol=1e-4)
+
+
 def test_intervals_cover_the_truth_at_their_level():
     sigma = 1 / 20
     signals, truth = iv.training_data(2000, B, sigma=sigma, seed=7)  # from the prior the fit assumes
