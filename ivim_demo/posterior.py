@@ -3,7 +3,8 @@
 The likelihood is Rician in every sample, b = 0 included, in signal units;
 S0 is a nuisance parameter with a uniform prior on S0 > 0, integrated out
 numerically on a per-voxel grid of S0 values (the trapezoidal rule, exact to
-about 1e-5 relative: see ``_S0_STEP``). The posterior over (Dp, Dt, Fp) is the
+about 2e-6 relative: see ``_S0_STEP``), widened until the posterior at its
+ends is negligible. The posterior over (Dp, Dt, Fp) is the
 same grid of cell centres as ``fit_bayes``'s default mode. Reached through
 ``fit_bayes``; this module holds the machinery and the ``Posterior`` result.
 """
@@ -13,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .fit import _log_i0e
 from .signal_model import IVIMParams
 
 __all__ = ["Posterior"]
@@ -61,11 +63,11 @@ def s0_step(m_full, sigma):
 def s0_windows(y, mhat, inv_norm, sigma):
     """First S0 window [lo, hi] per voxel (signal units) from the Gaussian profile likelihood.
 
-    For each theta of the grid (columns of the models of all b-values, here
-    scaled to unit norm: ``unit_models``), the
-    Gaussian part of the log-likelihood, maximised over S0, is
-    u^2 / (2 sigma^2) with u = y . m / |m| at S0*(theta) = u / |m|, the
-    conditional SD of S0 being sigma / |m|. The window spans S0* +- ``_S0_TAIL``
+    For each theta of the grid (``mhat``: the models of all b-values scaled
+    to unit norm, ``inv_norm``: 1 / |m|; see ``unit_models``), the Gaussian
+    part of the log-likelihood, maximised over S0, is u^2 / (2 sigma^2) with
+    u = y . m / |m|, at S0*(theta) = u / |m|; the conditional SD of S0 is
+    sigma / |m|. The window spans S0* +- ``_S0_TAIL``
     conditional SDs over the thetas within ``_PROFILE_DROP`` of the best.
     The rest of the log-likelihood, sum_b log I0e(y_b S0 m_b / sigma^2) <= 0,
     differs between thetas by a few units at most (about
@@ -115,12 +117,20 @@ class MarginalPass:
     def __init__(self, post, grid, sigma, h):
         self.post, self.grid, self.sigma2, self.h = post, grid, sigma**2, h
         self.slice = grid[1] * grid[2]
+        # every _PROBE-th grid point: a first look at each voxel's largest log-likelihood
+        self.probe = [M[:, ::_PROBE].contiguous() for M, _ in post.blocks]
 
     def run(self, y, first, count):
         """Marginal posterior weights for voxels y (n, n_b) in signal units.
 
         Returns unnormalised marginals over the Dp, Dt, Fp cells (n, grid[i])
         and over each voxel's S0 nodes (n, max count), float64.
+
+        The weights are exp(log-likelihood - r) with r per voxel the largest
+        log-likelihood over a sparse subset of the grid, folded into the
+        features. Where the full grid exceeds r by more than ``_ABOVE_PROBE``
+        (weights could overflow or be clamped), the voxels are summed again
+        with a running maximum instead (online softmax, rescaling as it grows).
         """
         import torch
 
@@ -138,41 +148,56 @@ class MarginalPass:
         np.maximum.at(best, owner, const)
         X = torch.from_numpy(post.features(s[:, None] * yb, s**2, const - best[owner])).to(post.dtype)
         idx = torch.from_numpy(owner)
-        top = torch.full((n,), -torch.inf, dtype=post.dtype)
-        rows = torch.zeros(len(owner), dtype=post.dtype)
-        dp = torch.zeros((n, self.grid[0]), dtype=post.dtype)
-        dt = torch.zeros((n, self.grid[1]), dtype=post.dtype)
-        fp = torch.zeros((n, self.grid[2]), dtype=post.dtype)
+        probe = torch.cat([X @ M for M in self.probe], dim=1).amax(dim=1)
+        ref = torch.full((n,), -torch.inf, dtype=post.dtype).scatter_reduce(0, idx, probe, "amax")
+        X[:, -1] -= ref[idx]
+        out = self._sums(X, idx, n, online=False)
+        if not all(torch.isfinite(v).all() for v in out) or out[0].max() > np.exp(_ABOVE_PROBE):
+            out = self._sums(X, idx, n, online=True)
+        s0 = np.zeros((n, count.max()))
+        s0[owner, k] = out[0].double().numpy()
+        return (*(v.double().numpy() for v in out[1:]), s0)
+
+    def _sums(self, X, idx, n, online):
+        """Weights summed per S0 row and per voxel over the Dp, Dt and Fp cells."""
+        import torch
+
+        dtype = self.post.dtype
+        top = torch.full((n,), -torch.inf, dtype=dtype)
+        rows = torch.zeros(len(X), dtype=dtype)
+        dp = torch.zeros((n, self.grid[0]), dtype=dtype)
+        dt = torch.zeros((n, self.grid[1]), dtype=dtype)
+        fp = torch.zeros((n, self.grid[2]), dtype=dtype)
         start = 0
-        for M, _ in post.blocks:
+        for M, _ in self.post.blocks:
             loglik = X @ M  # (rows, block)
-            new_top = torch.maximum(top, torch.full((n,), -torch.inf, dtype=post.dtype).scatter_reduce(
-                0, idx, loglik.amax(dim=1), "amax"))
-            scale = torch.exp(top - new_top)
-            rows *= scale[idx]
-            dp *= scale[:, None]
-            dt *= scale[:, None]
-            fp *= scale[:, None]
+            if online:
+                new_top = torch.maximum(top, torch.full((n,), -torch.inf, dtype=dtype).scatter_reduce(
+                    0, idx, loglik.amax(dim=1), "amax"))
+                scale = torch.exp(top - new_top)
+                for acc in (dp, dt, fp):
+                    acc *= scale[:, None]
+                rows *= scale[idx]
+                loglik.sub_(new_top[idx, None])
+                top = new_top
             # below exp(-80) a weight is negligible (< 1e-30 of the largest); clamping avoids slow subnormals
-            weights = loglik.sub_(new_top[idx, None]).clamp_(min=-80.0).exp_()
+            weights = loglik.clamp_(min=-80.0).exp_()
             rows += weights.sum(dim=1)
-            cube = torch.zeros((n, M.shape[1]), dtype=post.dtype).index_add_(0, idx, weights)
+            cube = torch.zeros((n, M.shape[1]), dtype=dtype).index_add_(0, idx, weights)
             cube = cube.view(n, -1, self.grid[1], self.grid[2])
             i = start // self.slice
             dp[:, i : i + cube.shape[1]] = cube.sum(dim=(2, 3))
             dt += cube.sum(dim=(1, 3))
             fp += cube.sum(dim=(1, 2))
-            top = new_top
             start += M.shape[1]
-        s0 = np.zeros((n, count.max()))
-        s0[owner, k] = rows.double().numpy()
-        return dp.double().numpy(), dt.double().numpy(), fp.double().numpy(), s0
+        return rows, dp, dt, fp
 
 
-def _log_i0e(z):
-    from .fit import _log_i0e as log_i0e
-
-    return log_i0e(z)
+#: Grid stride of the first look at each voxel's largest log-likelihood.
+_PROBE = 7
+#: How far (log units) the full grid's largest log-likelihood may exceed the first look's before the
+#: voxels are summed again with a running maximum (float32 overflows at exp(88)).
+_ABOVE_PROBE = 40.0
 
 
 def edges_needing_room(s0, first, count, h):

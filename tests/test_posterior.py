@@ -72,7 +72,7 @@ def voxels():
     return iv.training_data(40, B, sigma=0.05, seed=11)[0]
 
 
-def test_window_is_wide_enough_and_widening_changes_nothing(voxels, monkeypatch):
+def test_window_is_wide_enough_and_widening_or_summing_online_changes_nothing(voxels, monkeypatch):
     from ivim_demo import posterior as pm
 
     base = fit(voxels, 0.05, interval=0.8, grid=(10, 10, 10))
@@ -87,7 +87,10 @@ def test_window_is_wide_enough_and_widening_changes_nothing(voxels, monkeypatch)
     with monkeypatch.context() as patch:  # S0 nodes 3x closer
         patch.setattr(pm, "_S0_STEP", 0.4)
         dense = fit(voxels, 0.05, interval=0.8, grid=(10, 10, 10))
-    for other in (wide, narrow, dense):
+    with monkeypatch.context() as patch:  # every chunk summed again with a running maximum
+        patch.setattr(pm, "_ABOVE_PROBE", -1000.0)
+        online = fit(voxels, 0.05, interval=0.8, grid=(10, 10, 10))
+    for other in (wide, narrow, dense, online):
         for field in ("mean", "sd"):
             err = np.abs(stacked(getattr(other, field)) - stacked(getattr(base, field))) / stacked(base.sd)
             assert err.max() < 1e-5, field
