@@ -412,10 +412,11 @@ def fit_bayes(signals, b_values, *, sigma, prior=None, grid=(40, 40, 40), s0="ra
     its peak (or it reaches S0 = 0, where the prior ends); only a separate
     mode holding less than about 1e-9 of the posterior can be left out.
     Posterior means and SDs agree with a brute-force sum over a fine
-    (Dp, Dt, Fp, S0) grid to about 1e-5 of the posterior SD. When the data come from the prior box
-    with that noise and any S0, the posterior mean is the
-    minimum-mean-square-error estimator: no method can have a lower expected
-    squared error.
+    (Dp, Dt, Fp, S0) grid to about 1e-5 of the posterior SD. When the data
+    come from these priors (theta uniform in the box, S0 uniform over a
+    range much wider than sigma) with that noise, the posterior mean is the
+    minimum-mean-square-error estimator: no method that is not told S0 can
+    have a lower expected squared error.
 
     In both modes the posterior lives on a regular grid of (Dp, Dt, Fp) cell
     centres filling the prior box, and the log-likelihood of every voxel (and
@@ -450,10 +451,9 @@ def fit_bayes(signals, b_values, *, sigma, prior=None, grid=(40, 40, 40), s0="ra
         are quantiles of the CDF that spreads each cell's mass uniformly
         over the cell (so they lie inside the prior box). S0: trapezoidal
         sums over its nodes and the CDF of the sinc interpolation of its
-        density (interval ends within about 0.01 posterior SD of those of a
-        finer S0 grid). ``"ratio"``
-        refuses it: its posterior ignores the noise of S(b=0) and would be
-        overconfident.
+        density (interval ends within about 0.02 posterior SD of those of a
+        finer S0 grid). ``"ratio"`` refuses it: its posterior ignores the
+        noise of S(b=0), so its intervals would be too narrow.
     chunk : int
         Voxels per batch (memory about ``chunk * 32 kB`` per torch thread,
         whatever the grid); ``"marginal"`` uses at most 16 (about 20 S0
