@@ -36,6 +36,7 @@ _SOURCES = {
                 "pivot", "region_stats", "roi_medians", "spearman"],
     "signal_model": ["FIT_BOUNDS", "PARAMETER_BOX", "SEED_B_VALUES", "IVIMParams", "ivim"],
     "networks": ["IVIMNet", "IVIMNetOptim"],
+    "posterior": ["Posterior"],
     "nifti": ["average_directions", "load_dwi", "load_mask", "save_dwi", "save_maps"],
     "quality": ["quality_measures", "quality_warnings", "residual"],
     "recipes": ["ABLATION", "IN_VIVO_BOX", "IN_VIVO_LOG", "OPTIM_LR", "RECIPES", "SEED_TRAINING", "seed_network", "train_for_snr",

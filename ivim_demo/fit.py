@@ -1,7 +1,8 @@
 """Classical IVIM fits, batched over voxels: least squares, segmented, Bayesian.
 
 All three take raw signals ``(..., n_b)`` with b = 0 first, normalise each
-voxel by its S(b=0), fit the voxels in chunks (vectorised inside a chunk, no
+voxel by its S(b=0) (except ``fit_bayes(..., s0="marginal")``, which fits
+the raw signals with S0 unknown), fit the voxels in chunks (vectorised inside a chunk, no
 Python loop over voxels; memory bounded by the chunk size) and return
 ``IVIMParams`` shaped ``signals.shape[:-1]``. Results do not depend on the
 chunk size.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -345,32 +347,84 @@ def _grid_midpoints(lo, hi, n):
     return (edges[:-1] + edges[1:]) / 2
 
 
-@invalid_option()
-def fit_bayes(signals, b_values, *, sigma, prior=None, grid=(40, 40, 40), chunk=256, progress=False) -> IVIMParams:
+class _PosteriorFields(NamedTuple):
+    """``Posterior`` flattened to arrays, so ``invalid="nan"`` can fill each field."""
+
+    Dp: np.ndarray
+    Dt: np.ndarray
+    Fp: np.ndarray
+    S0: np.ndarray
+    Dp_sd: np.ndarray
+    Dt_sd: np.ndarray
+    Fp_sd: np.ndarray
+    S0_sd: np.ndarray
+    Dp_lower: np.ndarray
+    Dt_lower: np.ndarray
+    Fp_lower: np.ndarray
+    S0_lower: np.ndarray
+    Dp_upper: np.ndarray
+    Dt_upper: np.ndarray
+    Fp_upper: np.ndarray
+    S0_upper: np.ndarray
+
+
+#: How ``fit_bayes`` treats S0.
+_S0_MODES = ("ratio", "marginal")
+
+
+def fit_bayes(signals, b_values, *, sigma, prior=None, grid=(40, 40, 40), s0="ratio", interval=None, chunk=256,
+              progress=False, invalid="raise"):
     """Posterior-mean IVIM estimate under a uniform prior and a Rician likelihood.
 
-    With the normalised signal :math:`x_b = S(b)/S(b{=}0)` and model
-    :math:`m_b(\\theta) = F_p e^{-bD_p} + (1-F_p)e^{-bD_t}`, the Rician
-    likelihood of one b-value is
+    Two modes, by how S0 is treated.
+
+    ``s0="ratio"`` (default, an approximation kept for the committed
+    results): S0 is taken to be the measured S(b=0). Each voxel is divided
+    by its own noisy S(b=0), the b = 0 sample is dropped, and the normalised
+    signal :math:`x_b = S(b)/S(b{=}0)` is treated as Rician around
+    :math:`m_b(\\theta) = F_p e^{-bD_p} + (1-F_p)e^{-bD_t}` with noise SD
+    ``sigma`` relative to S(b=0):
 
     .. math:: p(x_b|\\theta) = \\frac{x_b}{\\sigma^2}
         \\exp\\!\\left(-\\frac{x_b^2 + m_b^2}{2\\sigma^2}\\right) I_0\\!\\left(\\frac{x_b m_b}{\\sigma^2}\\right)
 
-    The posterior over a regular grid of (Dp, Dt, Fp) cell centres filling the
-    prior box is normalised per voxel and its mean returned. When the data
-    really come from that prior with that noise, the posterior mean is the
-    minimum-mean-square-error estimator: no method can have a lower expected
-    squared error, which makes this the accuracy limit to compare with.
+    The noise of S(b=0) itself is ignored, so this is not the exact posterior
+    and its mean is not the minimum-error estimator of the data.
 
-    The log-likelihood of every (voxel, grid point) pair is one matrix product
-    (see ``_BayesPosterior``): the Gaussian part is exact, and
-    :math:`\\log I_0^e(z) = \\log(I_0(z) e^{-z})` is interpolated over the grid's
-    model values from exact evaluations at a few nodes per b-value, to a
-    log-likelihood error below 1e-6 for every voxel and grid point (posterior
-    means within 1e-5, relative, of a brute-force evaluation with
-    ``scipy.special.i0e``). Chunks of voxels run side by side, one per torch
-    thread, with torch itself single-threaded during the call (its thread
-    setting is restored afterwards).
+    ``s0="marginal"``: the exact posterior with S0 unknown. The data are the
+    raw signals :math:`y_b` of every b-value, b = 0 included, in signal
+    units; each is Rician around :math:`\\mu_b = S_0\\, m_b(\\theta)` with one
+    noise SD ``sigma`` in signal units (the same in every voxel, as on a real
+    scan; for simulated signals with S0 = 1, ``sigma`` = 1/SNR), and S0 has a
+    uniform prior on S0 > 0:
+
+    .. math:: p(\\theta|y) \\propto \\int_0^\\infty \\prod_b \\frac{y_b}{\\sigma^2}
+        \\exp\\!\\left(-\\frac{y_b^2 + S_0^2 m_b^2}{2\\sigma^2}\\right)
+        I_0\\!\\left(\\frac{y_b S_0 m_b}{\\sigma^2}\\right) dS_0
+
+    The integral is a sum over a per-voxel grid of S0 nodes (the trapezoidal
+    rule) spaced 1.2 times the narrowest conditional posterior SD of S0
+    given (Dp, Dt, Fp), sigma / max |m|: for these smooth, bell-shaped
+    integrands it errs by about 2e-6 (relative) wherever the nodes fall. The
+    grid first spans the S0 values that maximise the likelihood's Gaussian
+    part for every theta within e^-20 of the best, plus 5 conditional SDs,
+    and is widened until the S0 posterior at both its ends is below 1e-7 of
+    its peak (or it reaches S0 = 0, where the prior ends); only a separate
+    mode holding less than about 1e-9 of the posterior can be left out.
+    Posterior means and SDs agree with a brute-force sum over a fine
+    (Dp, Dt, Fp, S0) grid to about 1e-5 of the posterior SD. When the data
+    come from these priors (theta uniform in the box, S0 uniform over a
+    range much wider than sigma) with that noise, the posterior mean is the
+    minimum-mean-square-error estimator: no method that is not told S0 can
+    have a lower expected squared error.
+
+    In both modes the posterior lives on a regular grid of (Dp, Dt, Fp) cell
+    centres filling the prior box, and the log-likelihood of every voxel (and
+    S0 node) at every grid point is one matrix product (``_BayesPosterior``):
+    the Gaussian part exactly, :math:`\\log I_0^e(z) = \\log(I_0(z) e^{-z})`
+    interpolated to a log-likelihood error below 1e-6. Chunks of voxels run
+    side by side, one per torch thread, with torch itself single-threaded
+    during the call (its thread setting is restored afterwards).
 
     Parameters
     ----------
@@ -379,15 +433,31 @@ def fit_bayes(signals, b_values, *, sigma, prior=None, grid=(40, 40, 40), chunk=
     b_values : array_like
         b-values in s/mm^2.
     sigma : float
-        Noise standard deviation relative to S(b=0) (1 / SNR), > 0.
+        Noise standard deviation, > 0: relative to S(b=0) (1 / SNR) with
+        ``s0="ratio"``, in signal units with ``s0="marginal"``.
     prior : dict, optional
         Uniform prior box ``{"Dp": (lo, hi), "Dt": ..., "Fp": ...}`` (Dp, Dt in
-        mm^2/s, >= 0; Fp within [0, 1]); default ``PARAMETER_BOX``.
+        mm^2/s, >= 0; Fp within [0, 1]); default ``PARAMETER_BOX``. S0's
+        prior is uniform on S0 > 0 (``"marginal"``).
     grid : tuple of 3 int
         Grid points along Dp, Dt, Fp (each >= 2).
+    s0 : {"ratio", "marginal"}
+        How S0 enters (see above). Default ``"ratio"``, the approximation.
+    interval : float, optional
+        With ``s0="marginal"`` only: a level in (0, 1), e.g. 0.9, to return
+        a ``Posterior`` (mean, SD and the central interval at that level of
+        each parameter's marginal posterior) instead of the mean. Dp, Dt
+        and Fp: means and SDs over the grid's cell centres; interval ends
+        are quantiles of the CDF that spreads each cell's mass uniformly
+        over the cell (so they lie inside the prior box). S0: trapezoidal
+        sums over its nodes and the CDF of the sinc interpolation of its
+        density (interval ends within about 0.02 posterior SD of those of a
+        finer S0 grid). ``"ratio"`` refuses it: its posterior ignores the
+        noise of S(b=0), so its intervals would be too narrow.
     chunk : int
         Voxels per batch (memory about ``chunk * 32 kB`` per torch thread,
-        whatever the grid). Results do not depend on it.
+        whatever the grid); ``"marginal"`` uses at most 16 (about 20 S0
+        nodes each: ``16 * 20 * 13 kB``). Results do not depend on it.
     progress : bool
         Show a progress bar over voxels.
     invalid : {"raise", "nan"}
@@ -397,16 +467,49 @@ def fit_bayes(signals, b_values, *, sigma, prior=None, grid=(40, 40, 40), chunk=
 
     Returns
     -------
-    IVIMParams
-        S0 is the measured S(b=0).
+    IVIMParams or Posterior
+        Without ``interval``, the posterior means; S0 is the measured S(b=0)
+        (``"ratio"``) or its posterior mean in signal units (``"marginal"``).
+        With ``interval``, a ``Posterior`` of four ``IVIMParams``.
     """
-    sigma = check_positive(sigma, name="sigma", what=" (noise SD relative to S(b=0))")
+    if s0 not in _S0_MODES:
+        raise ValueError(f"s0 must be 'ratio' (S0 = the measured S(b=0), the approximation) or 'marginal' "
+                         f"(S0 unknown, integrated out), got {s0!r}.")
+    if interval is not None:
+        if s0 != "marginal":
+            raise ValueError("interval needs s0='marginal': the 'ratio' posterior ignores the noise of S(b=0), "
+                             "so its intervals would be too narrow.")
+        level = check_positive(interval, name="interval", what=" below 1 (the credible level, e.g. 0.9)")
+        if level >= 1:
+            raise ValueError(f"interval must be a level between 0 and 1 (e.g. 0.9), got {interval!r}.")
+    est = _fit_bayes(signals, b_values, sigma=sigma, prior=prior, grid=grid, s0=s0, interval=interval, chunk=chunk,
+                     progress=progress, invalid=invalid)
+    if interval is None:
+        return est
+    from .posterior import Posterior
+
+    return Posterior(*(IVIMParams(*est[i : i + 4]) for i in range(0, 16, 4)))
+
+
+#: Default voxels per batch of ``fit_bayes(..., s0="marginal")`` (each voxel is about 20 S0 rows).
+_CHUNK_MARGINAL = 16
+
+
+@invalid_option()
+def _fit_bayes(signals, b_values, *, sigma, prior, grid, s0, interval, chunk, progress):
+    """``fit_bayes`` after its option checks; IVIMParams, or _PosteriorFields with ``interval``."""
+    units = " (noise SD relative to S(b=0))" if s0 == "ratio" else " (noise SD in signal units)"
+    sigma = check_positive(sigma, name="sigma", what=units)
     b, s, shape = _prepare(signals, b_values)
     grid = check_grid(grid)
     chunk = check_whole(chunk, name="chunk")
     box = check_box(PARAMETER_BOX if prior is None else prior, name="prior")
     axes = [_grid_midpoints(*box[k], n) for k, n in zip(("Dp", "Dt", "Fp"), grid)]
     theta = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)  # (G, 3)
+    if s0 == "marginal":
+        out = _marginal(b, s, sigma, box, grid, axes, theta, min(chunk, _CHUNK_MARGINAL), progress, interval)
+        fields = _PosteriorFields if interval is not None else IVIMParams
+        return fields(*(v.reshape(shape) for v in out))
     m = ivim(b[1:], theta[:, :1], theta[:, 1:2], theta[:, 2:3]).T  # (n_b - 1, G); b = 0 is 1 for all
     est = np.ones((len(s), 4))
     parts = list(_chunks(len(s), chunk))
@@ -420,6 +523,70 @@ def fit_bayes(signals, b_values, *, sigma, prior=None, grid=(40, 40, 40), chunk=
             bar.update(part.stop - part.start)
     bar.close()
     return _finish(est, s, shape)
+
+
+def _marginal(b, s, sigma, box, grid, axes, theta, chunk, progress, interval):
+    """S0-marginal posterior of signals s (n, n_b) in signal units: 4 arrays (means), or 16 with ``interval``
+    (means, SDs, lower and upper ends, each in the order Dp, Dt, Fp, S0)."""
+    from . import posterior as pm
+
+    m_full = ivim(b, theta[:, :1], theta[:, 1:2], theta[:, 2:3]).T  # (n_b, G), row b = 0 all ones
+    h = pm.s0_step(m_full, sigma)
+    n = len(s)
+    lo, hi = np.empty(n), np.empty(n)
+    with _one_torch_thread() as workers, ThreadPoolExecutor(workers) as pool:
+        mhat, inv_norm = pm.unit_models(m_full)
+        parts = list(_chunks(n, _CHUNK_MARGINAL))
+        for part, (a, z) in zip(parts, pool.map(lambda p: pm.s0_windows(s[p].astype(float), mhat, inv_norm, sigma),
+                                                parts)):
+            lo[part], hi[part] = a, z
+    marg = [np.zeros((n, g)) for g in grid]
+    rounds = []  # (voxels, first node, node counts, S0 marginals) of each window round; the last one counts
+    todo = np.arange(n)
+    block = max(1, _BLOCK // (grid[1] * grid[2])) * grid[1] * grid[2]  # whole Dp slices per block
+    bar = tqdm(total=n, desc="Bayes (S0 marginal)", unit="voxel", disable=not progress)
+    for _ in range(pm._MAX_WIDEN + 1):
+        first, count = pm.s0_nodes(lo[todo], hi[todo], h)
+        y = s[todo].astype(float)
+        top = first + h * (count - 1)
+        x_range = np.stack([np.where(y[:, 1:] > 0, first[:, None] * y[:, 1:], np.inf).min(axis=0),
+                            (top[:, None] * y[:, 1:]).max(axis=0)])
+        x_range[0] = np.where(np.isfinite(x_range[0]), x_range[0], x_range[1])
+        s0w = np.zeros((len(todo), count.max()))
+        with _one_torch_thread() as workers, ThreadPoolExecutor(workers) as pool:
+            post = _BayesPosterior(m_full[1:], theta, sigma, x_range, block=block, scale2=top.max() ** 2,
+                                   offset=True)
+            runner = pm.MarginalPass(post, grid, sigma, h)
+            parts = list(_chunks(len(todo), chunk))
+            for part, (dp, dt, fp, w) in zip(parts, pool.map(lambda p: runner.run(y[p], first[p], count[p]), parts)):
+                for acc, v in zip(marg, (dp, dt, fp)):
+                    acc[todo[part]] = v
+                s0w[part, : w.shape[1]] = w
+        rounds.append((todo, first, count, s0w))
+        low, high = pm.edges_needing_room(s0w, first, count, h)
+        bar.update(int((~(low | high)).sum()))
+        widths = hi[todo] - lo[todo]
+        lo[todo] -= np.where(low, widths / 2, 0.0)
+        hi[todo] += np.where(high, widths / 2, 0.0)
+        todo = todo[low | high]
+        if len(todo) == 0:
+            break
+    bar.close()
+    if len(todo):
+        raise RuntimeError(f"the S0 posterior of {len(todo)} voxel(s) did not fit in a window "
+                           f"{1.5 ** pm._MAX_WIDEN:.0f} times the first; please report this with the signals.")
+    kmax = max(r[3].shape[1] for r in rounds)
+    s0_p, s0_first = np.zeros((n, kmax)), np.empty(n)
+    for voxels, first, _, w in rounds:  # later rounds overwrite the voxels they widened
+        s0_p[voxels] = 0.0
+        s0_p[voxels, : w.shape[1]] = w
+        s0_first[voxels] = first
+    stats = [pm.summaries(p, centres, np.linspace(*box[k], g + 1), interval)
+             for p, centres, k, g in zip(marg, axes, ("Dp", "Dt", "Fp"), grid)]
+    stats.append(pm.s0_summaries(s0_p, s0_first, h, interval))
+    if interval is None:
+        return [st[0] for st in stats]
+    return [st[j] for j in range(4) for st in stats]
 
 
 @contextmanager
@@ -532,7 +699,10 @@ class _BayesPosterior:
     of the Gaussian terms could matter (``_F32_ROUNDING``), else in float64.
     """
 
-    def __init__(self, m, theta, sigma, x_range):
+    def __init__(self, m, theta, sigma, x_range, *, block=_BLOCK, scale2=1.0, offset=False):
+        # block: grid points per block; scale2: largest squared S0 the voxel features are scaled by
+        # (``features(x, s2)``, for the S0-marginal posterior); offset: one more grid feature row of
+        # ones, paired with a per-row constant the voxel features end with.
         import torch
 
         self.sigma2 = sigma**2
@@ -555,9 +725,11 @@ class _BayesPosterior:
                 basis[:, owner == i] = _lagrange(nodes, weights, t[owner == i]).T
                 rows.append(basis)
                 self.nodes.append((j, np.exp(nodes) - shift))
+        if offset:
+            rows.append(np.ones((1, m.shape[1])))
         M = np.concatenate(rows)
         # float32 unless its rounding of the largest Gaussian terms could matter (high SNR)
-        rounding = 2.0**-24 * 2 * (np.abs(dm).max(axis=1) ** 2).sum() / self.sigma2
+        rounding = 2.0**-24 * 2 * (np.abs(dm).max(axis=1) ** 2).sum() * scale2 / self.sigma2
         self.dtype = torch.float32 if rounding <= _F32_ROUNDING else torch.float64
         span = np.array([theta.min(axis=0), theta.max(axis=0)])
         self.theta_lo, self.theta_scale = span[0], np.where(span[1] > span[0], span[1] - span[0], 1.0)
@@ -565,16 +737,27 @@ class _BayesPosterior:
         theta1 = np.concatenate([unit, np.ones((len(theta), 1))], axis=1)
         # grid blocks small enough for the (chunk, block) log-likelihood to stay in cache
         self.blocks = [
-            (torch.from_numpy(np.ascontiguousarray(M[:, i : i + _BLOCK])).to(self.dtype),
-             torch.from_numpy(theta1[i : i + _BLOCK]).to(self.dtype))
-            for i in range(0, M.shape[1], _BLOCK)
+            (torch.from_numpy(np.ascontiguousarray(M[:, i : i + block])).to(self.dtype),
+             torch.from_numpy(theta1[i : i + block]).to(self.dtype))
+            for i in range(0, M.shape[1], block)
         ]
         self._local = threading.local()  # one log-likelihood buffer per worker thread
 
-    def features(self, x):
-        """Voxel features (n, F) for normalised signals x (n, n_b')."""
-        cols = [(x - self.c) / self.sigma2, np.ones((len(x), 1))]
+    def features(self, x, s2=None, offset=None):
+        """Voxel features (n, F) for normalised signals x (n, n_b').
+
+        With ``s2`` (n,), rows for x = S0 y (y in signal units) whose Gaussian
+        terms carry S0^2 = s2: features (x - s2 c)/sigma^2 and s2 (see
+        ``posterior``), and ``offset`` (n,) the per-row constant paired with
+        the ones row of a posterior built with ``offset=True``.
+        """
+        if s2 is None:
+            cols = [(x - self.c) / self.sigma2, np.ones((len(x), 1))]
+        else:
+            cols = [(x - s2[:, None] * self.c) / self.sigma2, s2[:, None]]
         cols += [_log_i0e(x[:, j : j + 1] * nodes[None, :] / self.sigma2) for j, nodes in self.nodes]
+        if offset is not None:
+            cols.append(offset[:, None])
         return np.concatenate(cols, axis=1)
 
     def mean(self, x):
