@@ -294,3 +294,42 @@ def test_read_b_values_groups_as_load_dwi_or_says_what_is_wrong(tmp_path, text, 
     else:
         with pytest.raises(ValueError, match=message):
             iv.read_b_values(path)
+
+
+def _summaries(out):
+    """Published scan folders (a staging folder's summary.json is not yet an output)."""
+    if not out.exists():
+        return 0
+    return sum("summary.json" in files and ".partial-" not in d and ".old-" not in d for d, _, files in os.walk(out))
+
+
+@pytest.mark.parametrize("scans_done", [0, 1])
+def test_a_real_kill_loses_no_finished_scan_and_the_rerun_completes(study, fitted, tmp_path, scans_done):
+    """SIGKILL (no clean-up at all) once cohort.csv is written (fits starting) or after the first scan: every
+    scan folder left is complete, and the rerun skips those and fits the rest to the same maps."""
+    import signal
+    import time
+
+    root, _ = study
+    done, first = fitted
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "ivim_demo", "cohort", str(root), "--out", str(out),
+                             "--method", "lsq", "--workers", "0", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline and not (
+            (out / "cohort.csv").exists() and _summaries(out) >= scans_done):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    left = _summaries(out)
+    assert left < len(first), "the kill came after the whole run: nothing was tested"
+    for row in first:  # what the killed run left: a scan's folder is there complete, or not at all
+        folder = out / row["output"]
+        if folder.exists():
+            assert {f"{m}.nii.gz" for m in MAPS} | {"summary.json"} <= set(os.listdir(folder)), folder
+    rows = iv.fit_cohort(root, out, method="lsq", scheduler="serial", progress=False)
+    assert [r["status"] for r in rows].count("skipped") == left and {r["status"] for r in rows} <= {"fitted", "skipped"}
+    assert not _staging_left(out) and not (out / ".cohort.lock").exists()
+    for row, reference in zip(rows, first):  # the same maps as an uninterrupted run
+        assert all(np.array_equal(a, b) for a, b in zip(_maps(out, row).values(), _maps(done, reference).values()))
