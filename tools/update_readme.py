@@ -182,26 +182,17 @@ def render(root=ROOT):
     comparison = root / "figures" / "05_method_comparison.json"
     if comparison.is_file():
         tables["comparison"] = _comparison(json.loads(comparison.read_text()))
+    results = root / "benchmarks" / "results"
     for name, render_fn, path in (("ablation", _ablation, root / "figures" / "06_ablation.json"),
                                   ("beyond", _beyond, root / "figures" / "06_beyond.json"),
-                                  ("targets", _targets, root / "benchmarks" / "results" / "targets.json")):
+                                  ("targets", _targets, results / "targets.json"),
+                                  ("in_vivo", _in_vivo, results / "in_vivo.json"),
+                                  ("prior_shape", _prior_shape, results / "prior_shape.json"),
+                                  ("normalisation", _normalisation, results / "normalisation.json"),
+                                  ("reference_spread", _reference_spread, results / "reference_spread.json"),
+                                  ("speed", _speed, results / "speed.json")):
         if path.is_file():
             tables[name] = render_fn(json.loads(path.read_text()))
-    in_vivo = root / "benchmarks" / "results" / "in_vivo.json"
-    if in_vivo.is_file():
-        tables["in_vivo"] = _in_vivo(json.loads(in_vivo.read_text()))
-    prior_shape = root / "benchmarks" / "results" / "prior_shape.json"
-    if prior_shape.is_file():
-        tables["prior_shape"] = _prior_shape(json.loads(prior_shape.read_text()))
-    normalisation = root / "benchmarks" / "results" / "normalisation.json"
-    if normalisation.is_file():
-        tables["normalisation"] = _normalisation(json.loads(normalisation.read_text()))
-    spread = root / "benchmarks" / "results" / "reference_spread.json"
-    if spread.is_file():
-        tables["reference_spread"] = _reference_spread(json.loads(spread.read_text()))
-    speed = root / "benchmarks" / "results" / "speed.json"
-    if speed.is_file():
-        tables["speed"] = _speed(json.loads(speed.read_text()))
     return tables
 
 
