@@ -108,7 +108,7 @@ def find_scans(root, *, labels_glob=LABELS_GLOB) -> list:
     for path in sorted(found):
         name = os.path.basename(path)
         suffix = next((s for s in _DWI_SUFFIXES if name.endswith(s)), None)
-        if suffix is None or not os.path.isfile(path):
+        if suffix is None or os.path.isdir(path):  # a broken link stays: it fails alone, with its reason
             continue
         stem, folder = name[: -len(suffix)], os.path.dirname(path)
         parts = os.path.relpath(folder, root).split(os.sep)
@@ -178,10 +178,15 @@ def group_scans(scans) -> tuple:
     acquisitions : list of Acquisition
         Sorted by ``acq_id``.
     failed : dict of str -> str
-        ``scan_id`` -> reason, for scans whose bvals file is missing or refused.
+        ``scan_id`` -> reason, for scans whose image is missing (a broken link) or whose bvals file is
+        missing or refused.
     """
     groups, failed = {}, {}
     for scan in scans:
+        if not os.path.isfile(scan.dwi):
+            failed[scan.scan_id] = (f"the image {scan.dwi!r} cannot be opened (a broken link?); restore it or "
+                                    "remove the scan from the study.")
+            continue
         try:
             b = read_b_values(scan.bval)
         except ValueError as err:
@@ -496,9 +501,11 @@ def _alive(pid) -> bool:
     return True
 
 
-def _check_options(method, workers, scheduler, pool_voxels, max_epochs, average):
+def _check_options(method, workers, scheduler, pool_voxels, max_epochs, average, seed=0):
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be a whole number from 0 to 2**32 - 1, got {seed!r}.")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise ValueError(f"workers must be a whole number >= 0 (0: in this process), got {workers!r}.")
     if scheduler is not None and not isinstance(scheduler, str):
@@ -509,6 +516,11 @@ def _check_options(method, workers, scheduler, pool_voxels, max_epochs, average)
             raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
     if average not in ("geometric", "arithmetic"):
         raise ValueError(f"average must be 'geometric' or 'arithmetic', got {average!r}.")
+    from .recipes import MIN_SCAN_VOXELS
+
+    if method in ("ivimnet", "optim") and pool_voxels < MIN_SCAN_VOXELS:
+        raise ValueError(f"{method} trains on the pooled voxels and needs at least {MIN_SCAN_VOXELS}; "
+                         f"pool_voxels (--pool-voxels) is {pool_voxels}.")
 
 
 def _prepare_out(out):
@@ -568,9 +580,11 @@ def fit_cohort(root, out, *, method=DEFAULT_METHOD, seed=0, workers=None, schedu
     """
     from . import __version__
 
-    _check_options(method, workers, scheduler, pool_voxels, max_epochs, average)
+    _check_options(method, workers, scheduler, pool_voxels, max_epochs, average, seed)
     root, out = os.path.abspath(os.fspath(root)), os.path.abspath(os.fspath(out))
     scans = find_scans(root, labels_glob=labels_glob)
+    if scheduler not in (None, "serial"):  # before any training: a wrong address is said at once
+        _connect(scheduler).close()
     _prepare_out(out)
     lock = _Lock(out)
     try:
@@ -616,6 +630,7 @@ def fit_cohort(root, out, *, method=DEFAULT_METHOD, seed=0, workers=None, schedu
             _write_csv(out, ordered())
         return ordered()
     finally:
+        _clean_staging(out)  # a worker stopped mid-write (Ctrl-C) leaves its staging folder; no run owns it now
         lock.release()
 
 
@@ -653,15 +668,13 @@ def _run_dask(jobs, out, done, *, workers, scheduler):
 
     cluster = None
     if scheduler is None:
+        # no per-worker memory limit: dask's default (the machine's memory / workers) killed every task of a
+        # one-slice scan (~420 MB) with 64 workers on 24 GB; one scan per worker bounds the memory instead
         cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+                               memory_limit=0, dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)
     else:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except (OSError, ValueError, TypeError) as err:
-            raise ValueError(f"cannot connect to the dask scheduler at {scheduler!r} ({_one_line(err)}); check "
-                             "the address (e.g. tcp://host:8786) and that the scheduler is running.") from None
+        client = _connect(scheduler)
     token = secrets.token_hex(4)
     futures = {}
     try:
@@ -673,10 +686,30 @@ def _run_dask(jobs, out, done, *, workers, scheduler):
             try:
                 row = fut.result()
             except Exception as err:  # a crashed worker, an error no validation foresaw: this scan only
-                row = _row(scan, acq, "failed", reason=f"{type(err).__name__}: {_one_line(err)}")
+                reason = f"{type(err).__name__}: {_one_line(err)}"
+                if type(err).__name__ == "KilledWorker":
+                    reason = ("the worker fitting it died (out of memory?); rerun with fewer --workers. "
+                              + reason)
+                row = _row(scan, acq, "failed", reason=reason)
             done(row)
+    except KeyboardInterrupt:
+        if cluster is None:
+            print("note: scans already running on the cluster's workers may still finish and appear in --out "
+                  "(each complete); wait for them before you rerun.", file=sys.stderr)
+        raise
     finally:
         client.cancel(list(futures))
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _connect(scheduler):
+    """A dask client of the scheduler at ``scheduler``, or a ValueError that says what to check."""
+    from dask.distributed import Client
+
+    try:
+        return Client(scheduler, timeout="20s")
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"cannot connect to the dask scheduler at {scheduler!r} ({_one_line(err)}); check "
+                         "the address (e.g. tcp://host:8786) and that the scheduler is running.") from None

@@ -333,3 +333,24 @@ def test_a_real_kill_loses_no_finished_scan_and_the_rerun_completes(study, fitte
     assert not _staging_left(out) and not (out / ".cohort.lock").exists()
     for row, reference in zip(rows, first):  # the same maps as an uninterrupted run
         assert all(np.array_equal(a, b) for a, b in zip(_maps(out, row).values(), _maps(done, reference).values()))
+
+
+def test_hostile_options_and_a_broken_link_are_said_clearly(study, tmp_path, capsys):
+    root, _ = study
+    for argv, message in ((["--method", "ivimnet", "--pool-voxels", "30"], "needs at least 500"),
+                          (["--method", "lsq", "--seed", "-1"], "seed must be a whole number"),
+                          (["--method", "lsq", "--scheduler", "tcp://127.0.0.1:1"], "cannot connect")):
+        code = cli.main(["cohort", str(root), "--out", str(tmp_path / "o"), "--no-progress", *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "o" / "models").exists()  # refused before any training
+    linked = tmp_path / "study"
+    shutil.copytree(root, linked)
+    broken = linked / "sub-06" / "dwi"
+    broken.mkdir(parents=True)
+    os.symlink(tmp_path / "nowhere.nii.gz", broken / "sub-06_dwi.nii.gz")
+    shutil.copy(linked / "sub-01" / "dwi" / "sub-01_dwi.bval", broken / "sub-06_dwi.bval")
+    rows = iv.fit_cohort(linked, tmp_path / "out", method="lsq", scheduler="serial", progress=False)
+    bad = [r for r in rows if r["scan"] == "sub-06"]
+    assert len(bad) == 1 and bad[0]["status"] == "failed" and "broken link" in bad[0]["reason"]
+    assert sum(r["status"] == "fitted" for r in rows) == 6
