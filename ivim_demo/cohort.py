@@ -583,9 +583,14 @@ def fit_cohort(root, out, *, method=DEFAULT_METHOD, seed=0, workers=None, schedu
     _check_options(method, workers, scheduler, pool_voxels, max_epochs, average, seed)
     root, out = os.path.abspath(os.fspath(root)), os.path.abspath(os.fspath(out))
     scans = find_scans(root, labels_glob=labels_glob)
-    if scheduler not in (None, "serial"):  # before any training: a wrong address is said at once
-        _connect(scheduler).close()
-    _prepare_out(out)
+    # an existing cluster: connected before any training, so a wrong address is said at once
+    client = _connect(scheduler) if scheduler not in (None, "serial") else None
+    try:
+        _prepare_out(out)
+    except ValueError:
+        if client is not None:
+            client.close()
+        raise
     lock = _Lock(out)
     try:
         _clean_staging(out)
@@ -620,7 +625,7 @@ def fit_cohort(root, out, *, method=DEFAULT_METHOD, seed=0, workers=None, schedu
         ordered = lambda: [rows[s.scan_id] for s in scans]  # noqa: E731
         _write_csv(out, ordered())
         try:
-            _run(jobs, out, rows, ordered, workers=workers, scheduler=scheduler, progress=progress)
+            _run(jobs, out, rows, ordered, workers=workers, scheduler=scheduler, client=client, progress=progress)
         finally:
             for scan, kwargs in jobs:  # interrupted: scans that finished before their result came back
                 summary = _current(scan, out, kwargs["stamp"]) if rows[scan.scan_id]["status"] == "pending" else None
@@ -630,11 +635,13 @@ def fit_cohort(root, out, *, method=DEFAULT_METHOD, seed=0, workers=None, schedu
             _write_csv(out, ordered())
         return ordered()
     finally:
+        if client is not None:
+            client.close()
         _clean_staging(out)  # a worker stopped mid-write (Ctrl-C) leaves its staging folder; no run owns it now
         lock.release()
 
 
-def _run(jobs, out, rows, ordered, *, workers, scheduler, progress, refresh=5.0):
+def _run(jobs, out, rows, ordered, *, workers, scheduler, client, progress, refresh=5.0):
     """Run ``fit_scan`` for every job, in this process or on dask; fills ``rows`` as scans finish."""
     from tqdm.auto import tqdm
 
@@ -656,25 +663,24 @@ def _run(jobs, out, rows, ordered, *, workers, scheduler, progress, refresh=5.0)
             for scan, kwargs in jobs:
                 done(fit_scan(scan, out, **kwargs))
             return
-        _run_dask(jobs, out, done, workers=workers, scheduler=scheduler)
+        _run_dask(jobs, out, done, workers=workers, client=client)
     finally:
         bar.close()
 
 
-def _run_dask(jobs, out, done, *, workers, scheduler):
+def _run_dask(jobs, out, done, *, workers, client):
+    """One task per job on ``client`` (an existing cluster's), or on a LocalCluster started here."""
     import logging
 
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None
-    if scheduler is None:
+    if client is None:
         # no per-worker memory limit: dask's default (the machine's memory / workers) killed every task of a
         # one-slice scan (~420 MB) with 64 workers on 24 GB; one scan per worker bounds the memory instead
         cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
                                memory_limit=0, dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)
-    else:
-        client = _connect(scheduler)
     token = secrets.token_hex(4)
     futures = {}
     try:
@@ -699,8 +705,8 @@ def _run_dask(jobs, out, done, *, workers, scheduler):
         raise
     finally:
         client.cancel(list(futures))
-        client.close()
-        if cluster is not None:
+        if cluster is not None:  # an existing cluster's client is fit_cohort's to close
+            client.close()
             cluster.close()
 
 

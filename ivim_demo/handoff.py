@@ -86,8 +86,8 @@ def load_or_make_dataset(path, make, *, made_by: str, settings=None):
         SEED}``, the keys the writing notebook saved). When the file was saved with other settings (or
         none), it is made again, saved and a warning says so. ``None``: any existing file is used.
     """
-    if _reuse(path, dataset_settings(path) if os.path.isfile(path) else None, settings, made_by=made_by,
-              what="making it"):
+    stored = dataset_settings(path) if os.path.isfile(path) else None
+    if _reuse(path, stored, settings, made_by=made_by, what="making it"):
         return load_dataset(path)
     signals, params, b_values = make()
     save_dataset(path, signals, params, b_values, settings=settings)
@@ -110,13 +110,10 @@ def load_or_make_model(path, make, *, made_by: str, settings=None):
         history={..., "made_with": settings})``); on a difference the network is trained again, saved and
         a warning says so. ``None``: any existing checkpoint is used.
     """
-    if os.path.isfile(path):
-        net = load_model(path)
-        if _reuse(path, (getattr(net, "history", None) or {}).get("made_with"), settings, made_by=made_by,
-                  what="training a network"):
-            return net
-    else:
-        _reuse(path, None, settings, made_by=made_by, what="training a network")
+    net = load_model(path) if os.path.isfile(path) else None
+    stored = (getattr(net, "history", None) or {}).get("made_with")
+    if _reuse(path, stored, settings, made_by=made_by, what="training a network"):
+        return net
     net, history = make()
     net.history = {**history.as_dict(), **({} if settings is None else {"made_with": _plain_settings(settings)})}
     save_model(net, path, history=net.history)

@@ -360,5 +360,5 @@ def training_warnings(net, history: TrainHistory, signals, *, n_check: int = 200
             if spread < MIN_OUTPUT_SPREAD:
                 out.append(f"the network gives nearly the same {p} for every signal ({mean:.3g}, spread "
                            f"{spread:.1%} of its mean): it has not learned {p}; train it again with another "
-                           "seed or a lower lr, and do not use its {p} estimates.".replace("{p}", p))
+                           f"seed or a lower lr, and do not use its {p} estimates.")
     return out
