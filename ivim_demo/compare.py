@@ -12,7 +12,7 @@ from .signal_model import SEED_B_VALUES
 from .recipes import ABLATION, train_jobs
 from .simulate import training_data
 
-__all__ = ["fit_all", "score", "compare_at_snr", "ablation"]
+__all__ = ["SPREAD_COLUMNS", "fit_all", "score", "compare_over_snr", "compare_at_snr", "ablation"]
 
 
 def fit_all(signals, b_values, *, snr, net=None, bayes_grid=(40, 40, 40)):
@@ -64,55 +64,107 @@ def score(estimates: dict, truth, *, seconds=None, extra=None):
     return rows
 
 
-def compare_at_snr(snr, *, n_test, n_train, n_repeats=1, networks=None, b_values=SEED_B_VALUES, seed=0,
-                   max_epochs=1000, bayes_grid=(40, 40, 40), workers=1):
-    """Everything the paper compares at one SNR.
+#: Score columns that vary between trainings: for networks trained more than once, rows give their
+#: mean over the trainings and, as ``<column>_sd``, their standard deviation.
+SPREAD_COLUMNS = ("nrmse", "bias", "rho_truth", "rho_Dp_Fp", "rho_Dt_Fp")
 
-    Simulates ``n_test`` held-out voxels from the box (S0 = 1, Rician noise,
-    sigma = 1/SNR), trains ``n_repeats`` networks of each kind in ``networks``
-    on ``n_train`` voxels at that SNR (seeds ``seed``, ``seed + 1``, ...;
-    ``workers`` trainings at a time), fits with every classical method and
-    scores them all. Each network's rows report its first training and, as
-    ``cv``, the coefficient of variation of its estimates across the repeats.
+
+def compare_over_snr(snrs, *, n_test, n_train, n_repeats=1, networks=None, b_values=SEED_B_VALUES, seed=0,
+                     max_epochs=1000, bayes_grid=(40, 40, 40), workers=1, progress=True):
+    """Everything the paper compares, at each SNR in ``snrs``.
+
+    At each SNR: simulates ``n_test`` held-out voxels from the box (S0 = 1,
+    Rician noise, sigma = 1/SNR), trains ``n_repeats`` networks of each kind
+    in ``networks`` on ``n_train`` voxels at that SNR (seeds ``seed``,
+    ``seed + 1``, ...), fits with every classical method and scores them
+    all. All trainings run first, stacked (``train_jobs``: networks of one
+    kind train together, ``workers`` stacks at a time).
 
     Parameters
     ----------
+    snrs : sequence of float
+        SNRs at b = 0.
     networks : dict of str -> str, optional
         Row label -> ``train_for_snr`` method; default ``{"IVIM-NET": "orig"}``.
+    n_repeats : int
+        Trainings per network and SNR. With more than one, a network's score
+        columns (``SPREAD_COLUMNS``) are the mean over its trainings, with
+        their standard deviation over trainings in ``<column>_sd``, and ``cv``
+        is the coefficient of variation of its estimates across trainings.
+    progress : bool
+        Print a line when the trainings start and end and one per SNR scored.
 
     Returns
     -------
     rows : list of dict
-        ``score`` rows with ``snr``, plus ``cv``, ``train_seconds`` and
-        ``epochs`` for the networks.
-    estimates : dict of str -> IVIMParams
-    truth : IVIMParams
+        ``score`` rows with ``snr``, plus ``trainings``, ``cv``,
+        ``train_seconds`` and ``epochs`` (means over trainings) for the
+        networks.
+    estimates : dict of float -> dict of str -> IVIMParams
+        Per SNR, each method's estimates (a network's: its first training).
+    truths : dict of float -> IVIMParams
     """
-    if n_repeats < 1:
-        raise ValueError(f"n_repeats must be >= 1, got {n_repeats}.")
+    if isinstance(n_repeats, bool) or not isinstance(n_repeats, (int, np.integer)) or n_repeats < 1:
+        raise ValueError(f"n_repeats must be a whole number >= 1, got {n_repeats!r}.")
+    snrs = list(snrs)
     networks = networks or {"IVIM-NET": "orig"}
-    signals, truth = _held_out(snr, n_test, b_values, seed)
     jobs = [{"snr": snr, "method": method, "seed": seed + k, "n": n_train, "b_values": b_values,
-             "max_epochs": max_epochs} for method in networks.values() for k in range(n_repeats)]
-    trained = train_jobs(jobs, workers=workers)
-    nets = {label: trained[i * n_repeats : (i + 1) * n_repeats] for i, label in enumerate(networks)}
-    estimates, seconds = {}, {}
-    for label, group in nets.items():
-        start = time.perf_counter()
-        estimates[label] = predict(group[0], signals, b_values=b_values)
-        seconds[label] = time.perf_counter() - start
-    classical, classical_seconds = fit_all(signals, b_values, snr=snr, bayes_grid=bayes_grid)
-    estimates.update(classical)
-    seconds.update(classical_seconds)
-    rows = score(estimates, truth, seconds=seconds, extra={"snr": snr})
-    repeats = {label: [estimates[label]] + [predict(net, signals) for net in group[1:]]
-               for label, group in nets.items()}  # once per network, not once per parameter row
-    for row in rows:
-        if row["method"] in nets:
-            runs = repeats[row["method"]]
-            row["cv"] = cv_across([getattr(r, row["param"]) for r in runs]) if n_repeats > 1 else float("nan")
-            row.update(_training_summary(nets[row["method"]]))
-    return rows, estimates, truth
+             "max_epochs": max_epochs} for snr in snrs for method in networks.values() for k in range(n_repeats)]
+    start = time.perf_counter()
+    if progress:
+        print(f"training {len(jobs)} networks ({len(networks)} kinds x {len(snrs)} SNRs x {n_repeats} seeds), "
+              f"{workers} stack(s) at a time ...", flush=True)
+    trained = iter(train_jobs(jobs, workers=workers))
+    if progress:
+        print(f"trained in {time.perf_counter() - start:.0f} s", flush=True)
+    rows, estimates, truths = [], {}, {}
+    for snr in snrs:
+        signals, truths[snr] = _held_out(snr, n_test, b_values, seed)
+        nets = {label: [next(trained) for _ in range(n_repeats)] for label in networks}
+        runs, seconds = {}, {}
+        for label, group in nets.items():
+            t0 = time.perf_counter()
+            runs[label] = [predict(group[0], signals, b_values=b_values)]
+            seconds[label] = time.perf_counter() - t0
+            runs[label] += [predict(net, signals) for net in group[1:]]
+        estimates[snr] = {label: r[0] for label, r in runs.items()}
+        classical, classical_seconds = fit_all(signals, b_values, snr=snr, bayes_grid=bayes_grid)
+        estimates[snr].update(classical)
+        seconds.update(classical_seconds)
+        at_snr = score(classical, truths[snr], seconds=seconds, extra={"snr": snr})
+        for label, group in nets.items():
+            at_snr += _over_trainings(runs[label], truths[snr], label, seconds[label], group, {"snr": snr})
+        order = list(estimates[snr])
+        rows += sorted(at_snr, key=lambda r: (order.index(r["method"]), PARAMS.index(r["param"])))
+        if progress:
+            print(f"SNR {snr:>5g}: scored after {time.perf_counter() - start:.0f} s", flush=True)
+    return rows, estimates, truths
+
+
+def compare_at_snr(snr, **options):
+    """``compare_over_snr`` at one SNR: ``(rows, estimates, truth)`` of that SNR (same options)."""
+    rows, estimates, truths = compare_over_snr([snr], **options)
+    return rows, estimates[snr], truths[snr]
+
+
+def _over_trainings(runs, truth, label, seconds, nets, extra):
+    """Score rows of one network trained ``len(runs)`` times: means (and SDs) over the trainings."""
+    scored = [score({label: est}, truth, seconds={label: seconds}, extra=extra) for est in runs]
+    rows = []
+    for i, row in enumerate(scored[0]):
+        row = dict(row)
+        param = row["param"]
+        if len(runs) > 1:
+            for column in SPREAD_COLUMNS:
+                values = [s[i][column] for s in scored]
+                row[column], row[f"{column}_sd"] = float(np.mean(values)), float(np.std(values, ddof=1))
+            row["cv"] = cv_across([getattr(r, param) for r in runs])
+        else:
+            row["cv"] = float("nan")
+        row["trainings"] = len(runs)
+        row.update(_training_summary(nets))
+        rows.append(row)
+    return rows
 
 
 def _held_out(snr, n, b_values, seed):
@@ -126,20 +178,32 @@ def _training_summary(nets) -> dict:
             "epochs": float(np.mean([net.history["epochs"] for net in nets]))}
 
 
-def ablation(snr, *, n_test, n_train, steps=ABLATION, b_values=SEED_B_VALUES, seed=0, max_epochs=1000, workers=1):
-    """Train each step of an ablation (see ``recipes.ABLATION``) once and score it on held-out voxels.
+def ablation(snr, *, n_test, n_train, steps=ABLATION, n_repeats=1, b_values=SEED_B_VALUES, seed=0, max_epochs=1000,
+             workers=1):
+    """Train each step of an ablation (see ``recipes.ABLATION``) and score it on held-out voxels.
+
+    Each step is trained ``n_repeats`` times (seeds ``seed``, ``seed + 1``,
+    ...; the trainings of one step run stacked, ``workers`` steps at a time).
 
     Returns
     -------
     list of dict
-        ``score`` rows (method = step label) with ``train_seconds`` and ``epochs``.
+        ``score`` rows (method = step label) with ``trainings``,
+        ``train_seconds`` and ``epochs``; with ``n_repeats > 1`` the score
+        columns are means over the trainings with ``<column>_sd`` beside them
+        (see ``compare_over_snr``).
     """
     signals, truth = _held_out(snr, n_test, b_values, seed)
-    jobs = [{"snr": snr, "method": method, "seed": seed, "n": n_train, "b_values": b_values,
+    jobs = [{"snr": snr, "method": method, "seed": seed + k, "n": n_train, "b_values": b_values,
              "max_epochs": max_epochs, "net_options": net_opts, "train_options": train_opts}
-            for _, method, net_opts, train_opts in steps]
-    nets = {label: net for (label, *_), net in zip(steps, train_jobs(jobs, workers=workers))}
-    rows = score({label: predict(net, signals) for label, net in nets.items()}, truth, extra={"snr": snr})
+            for _, method, net_opts, train_opts in steps for k in range(n_repeats)]
+    trained = iter(train_jobs(jobs, workers=workers))
+    rows = []
+    for label, *_ in steps:
+        nets = [next(trained) for _ in range(n_repeats)]
+        rows += _over_trainings([predict(net, signals) for net in nets], truth, label, 0.0, nets, {"snr": snr})
     for row in rows:
-        row.update(_training_summary([nets[row["method"]]]))
+        row.pop("ms_per_1000_voxels", None)
+        if n_repeats == 1:
+            row.pop("cv", None)
     return rows

@@ -45,6 +45,9 @@ class TrainHistory:
     warnings : list of str
         What ``train`` found wrong with the result (see ``training_warnings``):
         empty for a network that learned.
+    members : int
+        Networks trained together in one stacked run (``train_stack``; 1 for
+        ``train``). ``seconds`` is then the wall time of the whole run.
     """
 
     loss: list = field(default_factory=list)
@@ -54,6 +57,7 @@ class TrainHistory:
     seconds: float = 0.0
     stopped_early: bool = False
     warnings: list = field(default_factory=list)
+    members: int = 1
 
     @property
     def epochs(self) -> int:
@@ -71,6 +75,7 @@ class TrainHistory:
             "seconds": float(self.seconds),
             "stopped_early": bool(self.stopped_early),
             "warnings": [str(w) for w in self.warnings],
+            "members": int(self.members),
         }
 
 
@@ -200,46 +205,20 @@ def train(
     -------
     TrainHistory
     """
-    for name, value in (("batch_size", batch_size), ("patience", patience), ("max_epochs", max_epochs)):
-        _check_positive_int(name, value)
-    if batches_per_epoch is not None:
-        _check_positive_int("batches_per_epoch", batches_per_epoch)
-    if lr_patience is not None:
-        _check_positive_int("lr_patience", lr_patience)
-    if not (np.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}.")
-    if validation_fraction is None:
-        validation_fraction = getattr(net, "default_validation_fraction", 0.0)
-    if not 0 <= validation_fraction < 1:
-        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}.")
-    n_b = len(net.b_values)
-    s = check_signals(signals, n_b=n_b).reshape(-1, n_b)
-    x, _ = normalise(s)
+    _check_options(batch_size=batch_size, patience=patience, max_epochs=max_epochs, lr=lr,
+                   batches_per_epoch=batches_per_epoch, lr_patience=lr_patience)
     dev = device()
-    X = torch.from_numpy(x[:, net.input_columns].astype(np.float32)).to(dev)
-    box = _box_of(net)
-    Y = _targets_tensor(targets, len(X), box, dev) if targets is not None else None
-    box_units = _box_normaliser(box, dev)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    n_val = int(round(validation_fraction * len(X)))
-    order = torch.randperm(len(X), generator=gen).to(dev) if n_val else torch.arange(len(X), device=dev)
-    val, fit = order[:n_val], order[n_val:]
-    if len(fit) < batch_size:
-        raise ValueError(
-            f"need at least batch_size={batch_size} training voxels, got {len(fit)}; "
-            "pass more voxels or a smaller batch_size."
-        )
+    s, X, Y, box_units, gen, val, fit = _member(net, signals, targets, validation_fraction, batch_size, seed, dev)
+    n_val = len(val)
     net.to(dev)
     # fused Adam: same update, fewer kernel launches (matters for tiny nets)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr, fused=True)
     scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.2, patience=lr_patience)
                  if lr_patience is not None else None)
-    mse = torch.nn.functional.mse_loss
 
     def loss_of(idx):
         batch = X[idx]
-        out = net(batch)
-        return mse(out[0], batch) if Y is None else mse(box_units(out), Y[idx])
+        return _loss(net(batch), batch, None if Y is None else Y[idx], box_units)
 
     history = TrainHistory()
     n_batches = len(fit) // batch_size if batches_per_epoch is None else int(batches_per_epoch)
@@ -289,21 +268,77 @@ def train(
                 break
         bar.close()
     if best_state is None:
-        raise ValueError(
-            "training diverged: the loss was never finite. Check the signals "
-            "(normalised by S(b=0) they should be about 0-1.5) or lower lr."
-        )
+        raise ValueError(_DIVERGED)
     net.load_state_dict(best_state)
+    history.seconds = time.perf_counter() - start
+    _finish(net, history, s)
+    return history
+
+
+_DIVERGED = ("training diverged: the loss was never finite. Check the signals "
+             "(normalised by S(b=0) they should be about 0-1.5) or lower lr.")
+
+
+def _check_options(*, batch_size, patience, max_epochs, lr, batches_per_epoch=None, lr_patience=None):
+    """The checks ``train`` and ``train_stack`` make of their shared options."""
+    for name, value in (("batch_size", batch_size), ("patience", patience), ("max_epochs", max_epochs)):
+        _check_positive_int(name, value)
+    if batches_per_epoch is not None:
+        _check_positive_int("batches_per_epoch", batches_per_epoch)
+    if lr_patience is not None:
+        _check_positive_int("lr_patience", lr_patience)
+    if not (np.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}.")
+
+
+def _member(net, signals, targets, validation_fraction, batch_size, seed, dev):
+    """One network's training inputs, as ``train`` and each member of ``train_stack`` use them.
+
+    Returns the checked raw signals ``s`` (n, n_b), the network's input
+    columns ``X`` of the normalised signals, box-normalised targets ``Y`` (or
+    None), the function taking the network's output to target units, the
+    seeded shuffling generator, and the validation and training voxel indices
+    (the validation split drawn first from that generator).
+    """
+    if validation_fraction is None:
+        validation_fraction = getattr(net, "default_validation_fraction", 0.0)
+    if not 0 <= validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}.")
+    n_b = len(net.b_values)
+    s = check_signals(signals, n_b=n_b).reshape(-1, n_b)
+    x, _ = normalise(s)
+    X = torch.from_numpy(x[:, net.input_columns].astype(np.float32)).to(dev)
+    box = _box_of(net)
+    Y = _targets_tensor(targets, len(X), box, dev) if targets is not None else None
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    n_val = int(round(validation_fraction * len(X)))
+    order = torch.randperm(len(X), generator=gen).to(dev) if n_val else torch.arange(len(X), device=dev)
+    val, fit = order[:n_val], order[n_val:]
+    if len(fit) < batch_size:
+        raise ValueError(
+            f"need at least batch_size={batch_size} training voxels, got {len(fit)}; "
+            "pass more voxels or a smaller batch_size."
+        )
+    return s, X, Y, _box_normaliser(box, dev), gen, val, fit
+
+
+def _loss(out, batch, y, box_units):
+    """The training loss of one network: MSE of the reconstruction (unsupervised, ``y`` None) or of the
+    box-normalised parameters (supervised)."""
+    mse = torch.nn.functional.mse_loss
+    return mse(out[0], batch) if y is None else mse(box_units(out), y)
+
+
+def _finish(net, history, s):
+    """After training: CPU, eval mode, the labelling decided on the training signals, warnings given."""
     net.to("cpu")
     net.eval()
-    history.seconds = time.perf_counter() - start
     from .infer import decide_labelling  # which output is Dp: decided once, on the training signals
 
     decide_labelling(net, s)
     history.warnings = training_warnings(net, history, s)
     for text in history.warnings:
-        warnings.warn(text, RuntimeWarning, stacklevel=2)
-    return history
+        warnings.warn(text, RuntimeWarning, stacklevel=3)
 
 
 #: Less than this relative fall of the monitored loss from the first epoch to the best: nothing was learned.
