@@ -39,7 +39,7 @@ _SOURCES = {
     "posterior": ["Posterior"],
     "nifti": ["average_directions", "load_dwi", "load_mask", "save_dwi", "save_maps"],
     "quality": ["quality_measures", "quality_warnings", "residual"],
-    "recipes": ["ABLATION", "IN_VIVO_BOX", "IN_VIVO_LOG", "OPTIM_LR", "RECIPES", "SEED_TRAINING", "STACK_SIZE", "seed_network",
+    "recipes": ["ABLATION", "ABLATION_EPOCH_CAP", "IN_VIVO_BOX", "IN_VIVO_LOG", "OPTIM_LR", "RECIPES", "SEED_TRAINING", "STACK_SIZE", "seed_network",
                 "train_for_snr", "train_jobs", "train_many", "train_on_scan"],
     "plots": ["plot_ablation", "plot_cohort_rois", "MAP_LIMITS", "SCAN_LIMITS", "plot_b_images", "plot_estimate_vs_truth", "plot_images", "plot_loss",
               "plot_maps", "plot_metric_vs_snr", "plot_parameter_distributions", "plot_signal_examples",

@@ -70,7 +70,7 @@ SPREAD_COLUMNS = ("nrmse", "bias", "rho_truth", "rho_Dp_Fp", "rho_Dt_Fp")
 
 
 def compare_over_snr(snrs, *, n_test, n_train, n_repeats=1, networks=None, b_values=SEED_B_VALUES, seed=0,
-                     max_epochs=1000, bayes_grid=(40, 40, 40), workers=1, progress=True):
+                     max_epochs=1000, bayes_grid=(40, 40, 40), workers=1, cache=None, progress=True):
     """Everything the paper compares, at each SNR in ``snrs``.
 
     At each SNR: simulates ``n_test`` held-out voxels from the box (S0 = 1,
@@ -91,6 +91,8 @@ def compare_over_snr(snrs, *, n_test, n_train, n_repeats=1, networks=None, b_val
         columns (``SPREAD_COLUMNS``) are the mean over its trainings, with
         their standard deviation over trainings in ``<column>_sd``, and ``cv``
         is the coefficient of variation of its estimates across trainings.
+    cache : str or os.PathLike, optional
+        Folder of trained networks shared between runs (see ``train_jobs``).
     progress : bool
         Print a line when the trainings start and end and one per SNR scored.
 
@@ -114,7 +116,7 @@ def compare_over_snr(snrs, *, n_test, n_train, n_repeats=1, networks=None, b_val
     if progress:
         print(f"training {len(jobs)} networks ({len(networks)} kinds x {len(snrs)} SNRs x {n_repeats} seeds), "
               f"{workers} stack(s) at a time ...", flush=True)
-    trained = iter(train_jobs(jobs, workers=workers))
+    trained = iter(train_jobs(jobs, workers=workers, cache=cache))
     if progress:
         print(f"trained in {time.perf_counter() - start:.0f} s", flush=True)
     rows, estimates, truths = [], {}, {}
@@ -173,17 +175,20 @@ def _held_out(snr, n, b_values, seed):
 
 
 def _training_summary(nets) -> dict:
-    """Mean training time and epochs of one or more trained networks (from their ``.history``)."""
+    """Mean training time and epochs of one or more trained networks (from their ``.history``), and how
+    many of them ran to their epoch limit without early stopping (``capped``)."""
     return {"train_seconds": float(np.mean([net.history["seconds"] for net in nets])),
-            "epochs": float(np.mean([net.history["epochs"] for net in nets]))}
+            "epochs": float(np.mean([net.history["epochs"] for net in nets])),
+            "capped": int(sum(not net.history.get("stopped_early", True) for net in nets))}
 
 
 def ablation(snr, *, n_test, n_train, steps=ABLATION, n_repeats=1, b_values=SEED_B_VALUES, seed=0, max_epochs=1000,
-             workers=1):
+             workers=1, cache=None):
     """Train each step of an ablation (see ``recipes.ABLATION``) and score it on held-out voxels.
 
     Each step is trained ``n_repeats`` times (seeds ``seed``, ``seed + 1``,
-    ...; the trainings of one step run stacked, ``workers`` steps at a time).
+    ...; the trainings of one step run stacked, ``workers`` steps at a time;
+    ``cache``: see ``train_jobs``).
 
     Returns
     -------
@@ -197,7 +202,7 @@ def ablation(snr, *, n_test, n_train, steps=ABLATION, n_repeats=1, b_values=SEED
     jobs = [{"snr": snr, "method": method, "seed": seed + k, "n": n_train, "b_values": b_values,
              "max_epochs": max_epochs, "net_options": net_opts, "train_options": train_opts}
             for _, method, net_opts, train_opts in steps for k in range(n_repeats)]
-    trained = iter(train_jobs(jobs, workers=workers))
+    trained = iter(train_jobs(jobs, workers=workers, cache=cache))
     rows = []
     for label, *_ in steps:
         nets = [next(trained) for _ in range(n_repeats)]

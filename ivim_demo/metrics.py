@@ -165,12 +165,15 @@ def check_agreement(rows):
 
 
 def markdown_table(rows, columns=None, *, digits=4) -> str:
-    """Format a list of dicts as a Markdown table (floats to ``digits`` significant digits; missing: blank)."""
+    """Format a list of dicts as a Markdown table (floats to ``digits`` significant digits; missing: blank;
+    a ``(mean, sd)`` pair, as ``pivot(..., spread=True)`` gives, as "mean ± sd")."""
     if not rows:
         raise ValueError("no rows to format")
     columns = list(columns or rows[0].keys())
 
     def fmt(v):
+        if isinstance(v, tuple):
+            return " ± ".join(fmt(x) for x in v)
         if isinstance(v, float):
             return f"{v:.{digits}g}"
         return str(v)
@@ -180,7 +183,7 @@ def markdown_table(rows, columns=None, *, digits=4) -> str:
     return "\n".join(lines)
 
 
-def pivot(rows, *, value, index="snr", column="method", where=None):
+def pivot(rows, *, value, index="snr", column="method", where=None, spread=False):
     """Reshape long result rows into one row per ``index`` with one column per ``column`` value.
 
     Parameters
@@ -192,10 +195,15 @@ def pivot(rows, *, value, index="snr", column="method", where=None):
         Fields giving the table's rows and columns.
     where : dict, optional
         Keep only rows matching all these fields (e.g. ``{"param": "Dp"}``).
+    spread : bool
+        Where a row also has ``<value>_sd`` (a network trained several times,
+        see ``compare_over_snr``), the cell is the pair ``(mean, sd)``, which
+        ``markdown_table`` prints as "mean ± sd".
     """
     kept = [r for r in rows if all(r.get(k) == v for k, v in (where or {}).items())]
     cols = list(dict.fromkeys(r[column] for r in kept))
     table = {}
     for r in kept:
-        table.setdefault(r[index], {index: r[index]})[r[column]] = r[value]
+        sd = r.get(f"{value}_sd") if spread else None
+        table.setdefault(r[index], {index: r[index]})[r[column]] = r[value] if sd is None else (r[value], sd)
     return [{c: t.get(c, float("nan")) for c in [index, *cols]} for t in table.values()]

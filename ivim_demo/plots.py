@@ -179,14 +179,20 @@ def plot_metric_vs_snr(rows, *, metric="nrmse", ylabel="NRMSE (RMSE / mean truth
     Parameters
     ----------
     rows : list of dict
-        Rows with ``snr``, ``method``, ``param`` and ``metric`` (see ``compare.score``).
+        Rows with ``snr``, ``method``, ``param`` and ``metric`` (see ``compare.score``);
+        a method whose rows have ``<metric>_sd`` (several trainings) gets error bars of one SD.
     """
     methods = list(dict.fromkeys(r["method"] for r in rows))
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharex=True)
     for ax, name in zip(axes, PARAMS):
         for method in methods:
-            pts = sorted((r["snr"], r[metric]) for r in rows if r["method"] == method and r["param"] == name)
-            ax.plot(*zip(*pts), "o-", label=method)
+            mine = sorted((r for r in rows if r["method"] == method and r["param"] == name), key=lambda r: r["snr"])
+            x, y = [r["snr"] for r in mine], [r[metric] for r in mine]
+            if f"{metric}_sd" in mine[0]:  # trained several times: mean and SD over the trainings
+                ax.errorbar(x, y, yerr=[r[f"{metric}_sd"] for r in mine], fmt="o-", capsize=3,
+                            label=f"{method} (mean ± SD, {mine[0]['trainings']} trainings)")
+            else:
+                ax.plot(x, y, "o-", label=method)
         ax.set(xscale="log", xlabel="SNR at b = 0", ylabel=ylabel, title=name)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()
@@ -210,12 +216,14 @@ def plot_images(images: dict, *, cmap="gray", clim=None, title=None):
 
 
 def plot_ablation(rows, *, title=None):
-    """NRMSE per parameter for each step of an ablation (bars), in the order of the rows."""
+    """NRMSE per parameter for each step of an ablation (bars), in the order of the rows; with several
+    trainings per step the bars are means with one SD over the trainings as error bars."""
     steps = list(dict.fromkeys(r["method"] for r in rows))
     fig, axes = plt.subplots(1, 3, figsize=(14, 0.45 * len(steps) + 2), sharey=True)
     for ax, name in zip(axes, PARAMS):
-        values = [next(r["nrmse"] for r in rows if r["method"] == s and r["param"] == name) for s in steps]
-        ax.barh(range(len(steps)), values, color="tab:blue")
+        mine = [next(r for r in rows if r["method"] == s and r["param"] == name) for s in steps]
+        ax.barh(range(len(steps)), [r["nrmse"] for r in mine], color="tab:blue",
+                xerr=[r.get("nrmse_sd", 0.0) for r in mine], capsize=3)
         ax.set(xlabel="NRMSE", title=name)
         ax.invert_yaxis()
         ax.grid(True, axis="x", alpha=0.3)

@@ -1,20 +1,26 @@
 """One call from an SNR to a trained network: the recipes notebooks 05 and 06 compare."""
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
+import os
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
+
+import numpy as np
 
 from .checks import check_b_values, check_signals
 from .fit import estimate_sigma
 from .signal_model import PARAMETER_BOX, SEED_B_VALUES
 from .networks import IVIMNet, IVIMNetOptim
 from .simulate import scan_like_data, training_data
+from .checkpoint import load_model, save_model
 from .ensemble import train_stack
 from .train import train
 
-__all__ = ["RECIPES", "SEED_TRAINING", "OPTIM_LR", "ABLATION", "IN_VIVO_BOX", "IN_VIVO_LOG", "SCAN_BATCHES_PER_EPOCH", "SCAN_RECIPES",
+__all__ = ["RECIPES", "SEED_TRAINING", "OPTIM_LR", "ABLATION", "ABLATION_EPOCH_CAP", "IN_VIVO_BOX", "IN_VIVO_LOG", "SCAN_BATCHES_PER_EPOCH", "SCAN_RECIPES",
            "MIN_SCAN_VOXELS", "STACK_SIZE", "seed_network", "train_for_snr", "train_on_scan", "train_many", "train_jobs"]
 
 #: The seed's training settings (``train``'s defaults), as notebooks record them with a checkpoint.
@@ -123,19 +129,28 @@ def _recipe(snr, *, b_values=SEED_B_VALUES, method="optim", n=100_000, seed=0, m
     return net, signals, targets, options
 
 
+#: Most epochs of the ablation's steps 3-5. Bounded outputs without batch norm learn slowly at
+#: lr 1e-3: their validation loss keeps falling by tiny amounts, so early stopping (10 epochs without
+#: any improvement) came after 132, 362 and 250 epochs in single full-size trainings (a step ran
+#: up to 8 minutes on one core). Capped, each such training stops at this many epochs; the
+#: ablation's ``capped`` column counts the trainings that hit the cap.
+ABLATION_EPOCH_CAP = 100
+
 #: IVIM-NET_orig to IVIM-NET_optim one change at a time: (label, method, net_options, train_options).
 #: Validation stopping comes first: the seed stops when the *summed training loss* has not improved
 #: for 10 epochs, and with dropout or batch norm that loss keeps creeping down for hundreds of epochs
 #: (a full-size step ran > 15 min on 2 cores), so every later step stops on the 10 % validation split.
-#: Steps 3-5 keep the seed's depth (3 hidden layers); step 6 is the published network (= "optim").
+#: Steps 3-5 keep the seed's depth (3 hidden layers) and stop at ``ABLATION_EPOCH_CAP`` epochs at the
+#: latest; step 6 is the published network (= "optim").
+_CAP = {"max_epochs": ABLATION_EPOCH_CAP}
 ABLATION = [
     ("orig (seed)", "orig", {}, {}),
     ("+ validation stopping", "orig", {}, {"validation_fraction": 0.1}),
     ("+ bounded outputs", "optim", {"parallel": False, "fit_s0": False, "batch_norm": False, "dropout": 0.0,
-                                    "depth": 3}, {}),
+                                    "depth": 3}, _CAP),
     ("+ one sub-network per parameter", "optim", {"fit_s0": False, "batch_norm": False, "dropout": 0.0,
-                                                  "depth": 3}, {}),
-    ("+ S0 fitted", "optim", {"batch_norm": False, "dropout": 0.0, "depth": 3}, {}),
+                                                  "depth": 3}, _CAP),
+    ("+ S0 fitted", "optim", {"batch_norm": False, "dropout": 0.0, "depth": 3}, _CAP),
     ("+ batch norm, dropout, 2 layers (= optim)", "optim", {}, {}),
     ("supervised", "supervised", {}, {}),
 ]
@@ -228,7 +243,7 @@ def train_on_scan(voxels, b_values, *, method="ivimnet", seed=0, max_epochs=1000
 STACK_SIZE = 20
 
 
-def train_jobs(jobs, *, workers=1):
+def train_jobs(jobs, *, workers=1, cache=None):
     """Run ``train_for_snr(**job)`` for every job dict: jobs of one architecture train together.
 
     Jobs that differ only in ``snr`` and ``seed`` build networks of one
@@ -239,32 +254,68 @@ def train_jobs(jobs, *, workers=1):
     separate processes (training is single-threaded); the result depends on
     the jobs, not on ``workers``.
 
+    Parameters
+    ----------
+    jobs : list of dict
+        Keyword arguments of ``train_for_snr`` (``progress`` is ignored).
+    workers : int
+        Stacks trained at a time.
+    cache : str or os.PathLike, optional
+        Folder of trained networks: a job whose network is there (same job,
+        same version of the package's training code) is loaded instead of
+        trained, and every network trained is saved there. Notebooks 05 and
+        06 share their identical trainings this way.
+
     Returns
     -------
     list of torch.nn.Module
         The trained networks in the order of ``jobs``, each with ``.history``.
     """
     jobs = [{**job, "progress": False} for job in jobs]
+    nets = [None] * len(jobs)
+    paths = [None] * len(jobs)
+    if cache is not None:
+        for i, job in enumerate(jobs):
+            paths[i] = os.path.join(os.fspath(cache), f"{_job_key(job)}.pt")
+            if os.path.isfile(paths[i]):
+                nets[i] = load_model(paths[i])
     groups = {}
     for i, job in enumerate(jobs):
-        key = json.dumps({k: v for k, v in job.items() if k not in ("snr", "seed")}, sort_keys=True, default=str)
-        groups.setdefault(key, []).append(i)
+        if nets[i] is None:
+            key = json.dumps({k: v for k, v in job.items() if k not in ("snr", "seed")}, sort_keys=True, default=str)
+            groups.setdefault(key, []).append(i)
     tasks = []
     for members in groups.values():
         parts = -(-len(members) // STACK_SIZE)
         tasks += [members[j::parts] for j in range(parts)]
     tasks.sort(key=len, reverse=True)  # the big stacks first
     calls = [[jobs[i] for i in task] for task in tasks]
-    if workers <= 1 or len(tasks) == 1:
+    if workers <= 1 or len(tasks) <= 1:
         results = [_stack(call) for call in calls]
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=get_context("spawn")) as pool:
             results = list(pool.map(_stack, calls))
-    nets = [None] * len(jobs)
     for task, trained in zip(tasks, results):
         for i, net in zip(task, trained):
             nets[i] = net
+            if paths[i] is not None:
+                save_model(net, paths[i])
     return nets
+
+
+def _job_key(job) -> str:
+    """A file name for a job's network: the job and the source of the code that trains it, hashed."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = b"".join(open(os.path.join(here, f"{name}.py"), "rb").read()
+                    for name in ("recipes", "train", "ensemble", "networks", "simulate", "signal_model", "checks"))
+    defaults = {k: v.default for k, v in inspect.signature(train_for_snr).parameters.items() if k != "snr"}
+    full = {**defaults, **job}
+    full.pop("progress")
+    full["b_values"] = np.asarray(full["b_values"], dtype=float).tolist()
+    for key in ("net_options", "train_options", "box"):
+        full[key] = full[key] or None  # {} and None build the same network
+    text = json.dumps(full, sort_keys=True, default=str)
+    return hashlib.sha256(code + text.encode()).hexdigest()[:24]
 
 
 def _stack(jobs):

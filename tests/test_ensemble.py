@@ -145,3 +145,25 @@ def test_over_snr_rows_give_mean_and_spread_over_trainings():
     assert dt["nrmse"] == pytest.approx(np.mean(scores), rel=1e-6)
     assert dt["nrmse_sd"] == pytest.approx(np.std(scores, ddof=1), rel=1e-6)
     assert not any("nrmse_sd" in r for r in rows if r["method"] == "LSQ")
+
+
+def test_cache_reuses_the_same_job_whatever_its_spelling(tmp_path, monkeypatch):
+    from ivim_demo import recipes
+
+    short = {"snr": 20, "method": "orig", "seed": 0, "n": 1000, "max_epochs": 2}
+    spelled = {**short, "b_values": list(B), "net_options": {}, "train_options": None}
+    first = iv.train_jobs([short, {**short, "seed": 1}], cache=tmp_path)
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+
+    def no_training(jobs):
+        raise AssertionError("a cached job was trained again")
+
+    monkeypatch.setattr(recipes, "_stack", no_training)
+    again = iv.train_jobs([spelled, {**spelled, "seed": 1}], cache=tmp_path)
+    signals, _ = iv.training_data(200, B, sigma=0.05, seed=3)
+    for a, b in zip(first, again):
+        for x, y in zip(iv.predict(a, signals), iv.predict(b, signals)):
+            np.testing.assert_array_equal(x, y)
+        assert a.history == b.history
+    with pytest.raises(AssertionError, match="trained again"):  # another job is not in the cache
+        iv.train_jobs([{**short, "n": 1200}], cache=tmp_path)
