@@ -64,7 +64,7 @@ def method_of(net) -> str:
 SD_MAPS = {
     "bayes": "posterior SD of the exact posterior with S0 unknown (fit_bayes, s0='marginal'): uniform prior on "
              "IN_VIVO_BOX for (Dp, Dt, Fp) and on S0 > 0, Rician noise with one SD in signal units for every "
-             "voxel (info['sigma']), IVIM model assumed right",
+             "voxel (recorded as sigma), IVIM model assumed right",
 }
 #: Credible level the posterior methods are asked for (its intervals are not kept; the SDs do not depend on it).
 _LEVEL = 0.9
