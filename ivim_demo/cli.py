@@ -56,12 +56,14 @@ def _parser():
                    help=f"default {DEFAULT_METHOD}: a network trained for this scan on simulations of it (its "
                         "b-values, signal levels and noise); ivimnet (the paper's network) and optim "
                         "(IVIM-NET_optim): trained, unsupervised, on the scan's own voxels; lsq: least squares per "
-                        "voxel; segmented: Dt from b >= 200 first, then Fp and Dp; bayes: posterior mean on a grid. "
+                        "voxel; segmented: Dt from b >= 200 first, then Fp and Dp; bayes: posterior mean on a grid (S0 "
+                        "unknown, uniform prior on IN_VIVO_BOX), also writes posterior SD maps *_sd.nii.gz. "
                         "Networks train for about 0.5-3 minutes on one slice. With --model: read off the model")
     f.add_argument("--model", help="a trained network checkpoint (e.g. an earlier run's supervised.pt) to use "
                                    "instead of training; it must match the scan's b-values")
-    f.add_argument("--sigma", type=float, help="bayes only: noise SD relative to S(b=0) (default: estimated "
-                                               "from least-squares residuals)")
+    f.add_argument("--sigma", type=float, help="bayes only: the noise SD of the direction-averaged image in its "
+                                               "signal units (earlier versions took it relative to S(b=0)); "
+                                               "default: estimated from least-squares residuals")
     _shared_options(f)
     c = sub.add_parser("cohort", help="fit every scan of a study folder on dask (one network per acquisition, "
                                       "resumable) and write cohort.csv",
@@ -87,8 +89,10 @@ def _parser():
 
 
 #: Every file a run writes into --out; a folder holding anything else is not ours to replace.
+#: Posterior SD maps, written when the method yields a posterior (``VolumeFit.sd``; ``--method bayes``).
+SD_MAP_NAMES = ("Dp", "Dt", "Fp")
 OUTPUT_FILES = {"Dp.nii.gz", "Dt.nii.gz", "Fp.nii.gz", "S0.nii.gz", "residual.nii.gz", "overview.png",
-                "summary.json", *(f"{m}.pt" for m in NETWORK_METHODS)}
+                "summary.json", *(f"{m}.pt" for m in NETWORK_METHODS), *(f"{p}_sd.nii.gz" for p in SD_MAP_NAMES)}
 
 
 def _check_out(out):
@@ -160,7 +164,10 @@ def check_enough_b_values(b_values):
 def write_outputs(fit, keep, excluded, affine, folder, *, out, b_values, shape, save_net=True, **fields):
     """Write one scan's outputs into ``folder``: the maps, the residual, the overview PNG and summary.json.
 
-    What ``fit`` and ``cohort`` write for every scan, into a staging folder that becomes ``out``.
+    What ``fit`` and ``cohort`` write for every scan, into a staging folder that becomes ``out``. When
+    the fit has posterior SD maps (``fit.sd``, e.g. ``bayes``), also ``Dp_sd``, ``Dt_sd`` and ``Fp_sd``
+    (same units as the maps, 0 outside the fitted voxels like them), a second row of the overview
+    and ``sd_maps`` in summary.json.
 
     Parameters
     ----------
@@ -202,11 +209,20 @@ def write_outputs(fit, keep, excluded, affine, folder, *, out, b_values, shape, 
     nib.save(nib.Nifti1Image(np.where(keep, fit.residual, 0).astype(np.float32), np.asarray(affine, float)),
              res_path)
     paths["residual"] = res_path
+    sd = getattr(fit, "sd", None)
+    for name in SD_MAP_NAMES if sd is not None else ():
+        path = os.path.join(folder, f"{name}_sd.nii.gz")
+        nib.save(nib.Nifti1Image(np.where(keep, getattr(sd, name), 0).astype(np.float32),
+                                 np.asarray(affine, float)), path)
+        paths[f"{name}_sd"] = path
     if fit.net is not None and save_net:
         paths["model"] = checkpoint.save_model(fit.net, os.path.join(folder, f"{method}.pt"))
     z = int(np.argmax(keep.reshape(-1, keep.shape[-1]).sum(axis=0))) if keep.ndim == 3 else None
     sl = (lambda a: a[..., z]) if z is not None else (lambda a: a)
-    fig = plots.plot_maps({method: type(fit.maps)(*(sl(m) for m in fit.maps))}, limits=plots.SCAN_LIMITS,
+    rows = {method: type(fit.maps)(*(sl(m) for m in fit.maps))}
+    if sd is not None:
+        rows[SD_ROW] = type(sd)(*(sl(m) for m in sd))
+    fig = plots.plot_maps(rows, limits=plots.SCAN_LIMITS, row_limits={SD_ROW: _sd_limits()},
                           title=f"IVIM maps ({method}), slice {z}"
                                 + (" - WARNING: see summary.json" if fit.info["warnings"] else ""))
     try:
@@ -218,10 +234,26 @@ def write_outputs(fit, keep, excluded, affine, folder, *, out, b_values, shape, 
     summary = {**fit.info, **fields, "b_values": [float(b) for b in b_values], "shape": list(shape),
                "mask_voxels": int(keep.sum()) + excluded, "mask_fraction": (int(keep.sum()) + excluded) / n_voxels,
                "excluded_voxels": excluded,
+               **({"sd_maps": {"maps": [f"{p}_sd" for p in SD_MAP_NAMES], "what": fit.info.get("sd_maps", ""),
+                               "units": "as the maps: Dp, Dt in mm^2/s, Fp a fraction; 0 outside the fitted voxels",
+                               "overview_colour_limits": "0 to the prior's SD on IN_VIVO_BOX (white: the data "
+                                                         "narrowed the prior little)"}}
+                  if sd is not None else {}),
                "outputs": {k: os.path.join(out, os.path.basename(v)) for k, v in paths.items()}}
     with open(os.path.join(folder, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary
+
+
+#: The overview's row of posterior SD maps.
+SD_ROW = "posterior SD"
+
+
+def _sd_limits():
+    """Colour limits of the SD row: 0 to the SD of a uniform prior on ``IN_VIVO_BOX`` (width / sqrt(12))."""
+    from .recipes import IN_VIVO_BOX
+
+    return {p: (0.0, (hi - lo) / 12**0.5) for p, (lo, hi) in IN_VIVO_BOX.items()}
 
 
 def _fit(args, staging):

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 
+from .checks import check_positive
 from .infer import predict
 from .methods import CLASSICAL_METHODS, LABELS, classical_fit
 from .metrics import PARAMS, cv_across, normalised_bias, nrmse, spearman
@@ -15,8 +16,29 @@ from .simulate import training_data
 __all__ = ["SPREAD_COLUMNS", "fit_all", "score", "compare_over_snr", "compare_at_snr", "ablation"]
 
 
-def fit_all(signals, b_values, *, snr, net=None, bayes_grid=(40, 40, 40)):
+def fit_all(signals, b_values, *, snr=None, sigma=None, net=None, bayes_grid=(40, 40, 40)):
     """Estimate with every method: IVIM-NET (when ``net`` is given), LSQ, segmented, Bayes.
+
+    Bayes is ``fit_bayes``'s exact posterior mean (S0 unknown, uniform prior
+    on ``PARAMETER_BOX``), which needs the noise SD in signal units: give
+    ``sigma``, or ``snr`` for signals simulated with S0 = 1 (then sigma =
+    1 / snr).
+
+    Parameters
+    ----------
+    signals : array_like
+        ``(..., n_b)``, b = 0 first.
+    b_values : array_like
+        b-values in s/mm^2.
+    snr : float, optional
+        SNR at b = 0 of signals with S0 = 1 (``training_data``); refused for
+        signals whose median S(b=0) is not about 1 (give ``sigma``).
+    sigma : float, optional
+        Noise SD in signal units (e.g. the phantom's ``sigma``). Exactly one
+        of ``snr`` and ``sigma``.
+    net : torch.nn.Module, optional
+    bayes_grid : tuple of 3 int
+        ``fit_bayes``'s grid.
 
     Returns
     -------
@@ -24,7 +46,7 @@ def fit_all(signals, b_values, *, snr, net=None, bayes_grid=(40, 40, 40)):
     seconds : dict of str -> float
         Wall time of each method on these signals (the network: inference only).
     """
-    options = {"bayes": {"sigma": 1.0 / snr, "grid": bayes_grid}}
+    options = {"bayes": {"sigma": _noise_sd(signals, snr, sigma), "grid": bayes_grid}}
     methods = {LABELS[m]: (lambda m=m: classical_fit(m)(signals, b_values, **options.get(m, {})))
                for m in CLASSICAL_METHODS}
     if net is not None:
@@ -35,6 +57,21 @@ def fit_all(signals, b_values, *, snr, net=None, bayes_grid=(40, 40, 40)):
         estimates[name] = run()
         seconds[name] = time.perf_counter() - start
     return estimates, seconds
+
+
+def _noise_sd(signals, snr, sigma) -> float:
+    """``fit_all``'s noise SD in signal units, from exactly one of ``snr`` (S0 = 1) and ``sigma``."""
+    if (snr is None) == (sigma is None):
+        raise ValueError("give fit_all exactly one of snr= (signals simulated with S0 = 1: sigma = 1/snr) and "
+                         "sigma= (the noise SD in signal units, e.g. the phantom's).")
+    if sigma is not None:
+        return check_positive(sigma, name="sigma", what=" (noise SD in signal units)")
+    snr = check_positive(snr, name="snr")
+    s0 = float(np.median(np.asarray(signals, float)[..., 0]))
+    if not 0.5 <= s0 <= 2.0:
+        raise ValueError(f"snr= means sigma = 1/snr for signals with S0 = 1, but these have a median S(b=0) of "
+                         f"{s0:.4g}; pass sigma= (the noise SD in signal units) instead.")
+    return 1.0 / snr
 
 
 def score(estimates: dict, truth, *, seconds=None, extra=None):

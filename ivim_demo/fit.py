@@ -1,8 +1,8 @@
 """Classical IVIM fits, batched over voxels: least squares, segmented, Bayesian.
 
 All three take raw signals ``(..., n_b)`` with b = 0 first, normalise each
-voxel by its S(b=0) (except ``fit_bayes(..., s0="marginal")``, which fits
-the raw signals with S0 unknown), fit the voxels in chunks (vectorised inside a chunk, no
+voxel by its S(b=0) (except ``fit_bayes`` in its default mode, ``s0="marginal"``,
+which fits the raw signals with S0 unknown), fit the voxels in chunks (vectorised inside a chunk, no
 Python loop over voxels; memory bounded by the chunk size) and return
 ``IVIMParams`` shaped ``signals.shape[:-1]``. Results do not depend on the
 chunk size.
@@ -280,8 +280,10 @@ def estimate_sigma(signals, b_values, *, absolute=False, chunk=CHUNK) -> float:
 
     on the normalised signals. Dividing by the median of the chi-square (not its
     mean, ``n_b - 4``) makes the estimate unbiased: within 2% of the true noise
-    level at SNR 10-200 on simulated tissue. Use it as ``fit_bayes``'s ``sigma``
-    when the noise level of real data is not known.
+    level at SNR 10-200 on simulated tissue. When the noise level of real data
+    is not known, use ``estimate_sigma(..., absolute=True)`` as ``fit_bayes``'s
+    ``sigma`` (signal units, its default ``s0="marginal"``), or the relative
+    one with ``s0="ratio"``.
 
     Parameters
     ----------
@@ -372,31 +374,19 @@ class _PosteriorFields(NamedTuple):
 _S0_MODES = ("ratio", "marginal")
 
 
-def fit_bayes(signals, b_values, *, sigma, prior=None, grid=(40, 40, 40), s0="ratio", interval=None, chunk=256,
+def fit_bayes(signals, b_values, *, sigma, prior=None, grid=(40, 40, 40), s0="marginal", interval=None, chunk=256,
               progress=False, invalid="raise"):
     """Posterior-mean IVIM estimate under a uniform prior and a Rician likelihood.
 
     Two modes, by how S0 is treated.
 
-    ``s0="ratio"`` (default, an approximation kept for the committed
-    results): S0 is taken to be the measured S(b=0). Each voxel is divided
-    by its own noisy S(b=0), the b = 0 sample is dropped, and the normalised
-    signal :math:`x_b = S(b)/S(b{=}0)` is treated as Rician around
-    :math:`m_b(\\theta) = F_p e^{-bD_p} + (1-F_p)e^{-bD_t}` with noise SD
-    ``sigma`` relative to S(b=0):
-
-    .. math:: p(x_b|\\theta) = \\frac{x_b}{\\sigma^2}
-        \\exp\\!\\left(-\\frac{x_b^2 + m_b^2}{2\\sigma^2}\\right) I_0\\!\\left(\\frac{x_b m_b}{\\sigma^2}\\right)
-
-    The noise of S(b=0) itself is ignored, so this is not the exact posterior
-    and its mean is not the minimum-error estimator of the data.
-
-    ``s0="marginal"``: the exact posterior with S0 unknown. The data are the
-    raw signals :math:`y_b` of every b-value, b = 0 included, in signal
-    units; each is Rician around :math:`\\mu_b = S_0\\, m_b(\\theta)` with one
-    noise SD ``sigma`` in signal units (the same in every voxel, as on a real
-    scan; for simulated signals with S0 = 1, ``sigma`` = 1/SNR), and S0 has a
-    uniform prior on S0 > 0:
+    ``s0="marginal"`` (default): the exact posterior with S0 unknown. The
+    data are the raw signals :math:`y_b` of every b-value, b = 0 included,
+    in signal units; each is Rician around :math:`\\mu_b = S_0\\, m_b(\\theta)`,
+    :math:`m_b(\\theta) = F_p e^{-bD_p} + (1-F_p)e^{-bD_t}`, with one noise
+    SD ``sigma`` in signal units (the same in every voxel, as on a real
+    scan: ``estimate_sigma(..., absolute=True)``; for simulated signals with
+    S0 = 1, ``sigma`` = 1/SNR), and S0 has a uniform prior on S0 > 0:
 
     .. math:: p(\\theta|y) \\propto \\int_0^\\infty \\prod_b \\frac{y_b}{\\sigma^2}
         \\exp\\!\\left(-\\frac{y_b^2 + S_0^2 m_b^2}{2\\sigma^2}\\right)
@@ -412,11 +402,33 @@ def fit_bayes(signals, b_values, *, sigma, prior=None, grid=(40, 40, 40), s0="ra
     its peak (or it reaches S0 = 0, where the prior ends); only a separate
     mode holding less than about 1e-9 of the posterior can be left out.
     Posterior means and SDs agree with a brute-force sum over a fine
-    (Dp, Dt, Fp, S0) grid to about 1e-5 of the posterior SD. When the data
-    come from these priors (theta uniform in the box, S0 uniform over a
-    range much wider than sigma) with that noise, the posterior mean is the
-    minimum-mean-square-error estimator: no method that is not told S0 can
-    have a lower expected squared error.
+    (Dp, Dt, Fp, S0) grid to about 1e-5 of the posterior SD.
+
+    What its mean is optimal for, and only then: if the voxels' (Dp, Dt, Fp)
+    are drawn uniformly from the prior box, their S0 uniformly over a range
+    much wider than sigma, the signals follow the IVIM model exactly and the
+    noise is Rician with SD ``sigma`` in every sample, then the posterior
+    mean has the lowest expected squared error, averaged over that prior,
+    of any estimator that is not told S0 (up to the grid's discretisation).
+    On tissue drawn from another distribution, with another noise level or
+    a model that does not hold, another method can do better (see notebook
+    06's low-perfusion test); it is a yardstick under stated assumptions,
+    not a bound for real data.
+
+    ``s0="ratio"``: an approximation, kept for comparison with earlier
+    results. S0 is taken to be the measured S(b=0). Each voxel is divided by
+    its own noisy S(b=0), the b = 0 sample is dropped, and the normalised
+    signal :math:`x_b = S(b)/S(b{=}0)` is treated as Rician around
+    :math:`m_b(\\theta)` with noise SD ``sigma`` relative to S(b=0) (1/SNR):
+
+    .. math:: p(x_b|\\theta) = \\frac{x_b}{\\sigma^2}
+        \\exp\\!\\left(-\\frac{x_b^2 + m_b^2}{2\\sigma^2}\\right) I_0\\!\\left(\\frac{x_b m_b}{\\sigma^2}\\right)
+
+    The noise of S(b=0) itself is ignored, so this is not the exact posterior
+    and its mean is not the minimum-error estimator under any of the
+    assumptions above (at SNR 20 its NRMSE of Dp, Dt and Fp is 1.6-4 % above the
+    exact posterior's, ``benchmarks/results/posterior.json``); it is about 20
+    times faster.
 
     In both modes the posterior lives on a regular grid of (Dp, Dt, Fp) cell
     centres filling the prior box, and the log-likelihood of every voxel (and
@@ -433,16 +445,17 @@ def fit_bayes(signals, b_values, *, sigma, prior=None, grid=(40, 40, 40), s0="ra
     b_values : array_like
         b-values in s/mm^2.
     sigma : float
-        Noise standard deviation, > 0: relative to S(b=0) (1 / SNR) with
-        ``s0="ratio"``, in signal units with ``s0="marginal"``.
+        Noise standard deviation, > 0: in signal units with ``s0="marginal"``
+        (the default), relative to S(b=0) (1 / SNR) with ``s0="ratio"``.
     prior : dict, optional
         Uniform prior box ``{"Dp": (lo, hi), "Dt": ..., "Fp": ...}`` (Dp, Dt in
         mm^2/s, >= 0; Fp within [0, 1]); default ``PARAMETER_BOX``. S0's
         prior is uniform on S0 > 0 (``"marginal"``).
     grid : tuple of 3 int
         Grid points along Dp, Dt, Fp (each >= 2).
-    s0 : {"ratio", "marginal"}
-        How S0 enters (see above). Default ``"ratio"``, the approximation.
+    s0 : {"marginal", "ratio"}
+        How S0 enters (see above). Default ``"marginal"``, the exact
+        posterior; ``"ratio"`` is the approximation.
     interval : float, optional
         With ``s0="marginal"`` only: a level in (0, 1), e.g. 0.9, to return
         a ``Posterior`` (mean, SD and the central interval at that level of

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .checks import check_b_values, check_signals
+from .checks import check_b_values, check_positive, check_signals
 from .fit import estimate_sigma, fit_lsq
 from .infer import predict
 from .methods import DEFAULT_METHOD, METHODS, NETWORK_METHODS, classical_fit
@@ -33,16 +33,22 @@ class VolumeFit(NamedTuple):
         ``method``, ``voxels``, ``fit_seconds``, ``residual_median``,
         ``warnings`` (list of str, empty when nothing is wrong), ``quality``
         (what the warnings judge, see ``quality_measures``; not for ``lsq``)
-        and, where they apply, ``train_seconds``, ``epochs``, ``best_epoch``, ``sigma``,
-        ``noise_sd``, ``network``.
+        and, where they apply, ``train_seconds``, ``epochs``, ``best_epoch``, ``sigma``
+        (``bayes``'s noise SD, signal units), ``noise_sd``, ``network`` and ``sd_maps``
+        (what ``sd`` holds, when there are SD maps).
     net : torch.nn.Module or None
         The network used (trained here or given); None for classical fits.
+    sd : IVIMParams or None
+        Posterior standard deviations of Dp, Dt, Fp and S0 (same units as
+        ``maps``; 0 outside the mask) when the method yields a posterior
+        (``bayes``: see ``info["sd_maps"]`` for what they are), else None.
     """
 
     maps: IVIMParams
     residual: np.ndarray
     info: dict
     net: object
+    sd: IVIMParams = None
 
 
 def method_of(net) -> str:
@@ -52,6 +58,23 @@ def method_of(net) -> str:
     if recipe in NETWORK_METHODS:
         return recipe
     return "ivimnet" if type(net).__name__ == "IVIMNet" else "optim"
+
+
+#: What the SD maps of each method that yields a posterior are (recorded as ``info["sd_maps"]``).
+SD_MAPS = {
+    "bayes": "posterior SD of the exact posterior with S0 unknown (fit_bayes, s0='marginal'): uniform prior on "
+             "IN_VIVO_BOX for (Dp, Dt, Fp) and on S0 > 0, Rician noise with one SD in signal units for every "
+             "voxel (recorded as sigma), IVIM model assumed right",
+}
+#: Credible level the posterior methods are asked for (its intervals are not kept; the SDs do not depend on it).
+_LEVEL = 0.9
+
+
+def _split_posterior(est):
+    """(means, SDs) of a ``Posterior``; (est, None) for plain estimates."""
+    from .posterior import Posterior
+
+    return (est.mean, est.sd) if isinstance(est, Posterior) else (est, None)
 
 
 def _unmask(values, mask):
@@ -88,10 +111,14 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
         A trained network for a network method; it must have been trained on
         these b-values.
     sigma : float, optional
-        Noise relative to S(b=0) for ``bayes``; estimated from LSQ residuals
-        when not given. ``bayes`` uses the uniform prior ``IN_VIVO_BOX`` and
-        this one sigma for every voxel: an approximation for a scan whose
-        voxels differ in S(b=0), and so in relative noise.
+        Noise SD in signal units (the units of ``dwi``) for ``bayes``, the
+        same for every voxel; estimated from least-squares residuals
+        (``estimate_sigma(..., absolute=True)``) when not given. (Before the
+        exact posterior became ``fit_bayes``'s default it was relative to
+        S(b=0); a value below 1/1000 of the median S(b=0) is refused as
+        probably relative.) ``bayes`` is ``fit_bayes``'s exact posterior with
+        S0 unknown and the uniform prior ``IN_VIVO_BOX``; it also returns the
+        posterior SD maps (``VolumeFit.sd``).
     seed : int
         Seeds the network's simulation, initialisation and training.
     max_epochs : int
@@ -143,11 +170,16 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
     if method in NETWORK_METHODS:
         est = predict(net, voxels, b_values=b)
     elif method == "bayes":
-        sigma = estimate_sigma(voxels, b) if sigma is None else sigma
+        sigma = estimate_sigma(voxels, b, absolute=True) if sigma is None else _check_sigma(sigma, voxels)
         info["sigma"] = float(sigma)
-        est = classical_fit(method)(voxels, b, sigma=sigma, prior=IN_VIVO_BOX)
+        est = classical_fit(method)(voxels, b, sigma=sigma, prior=IN_VIVO_BOX, interval=_LEVEL)
     else:
         est = classical_fit(method)(voxels, b)
+    # a method that yields a Posterior (mean, sd, lower, upper) gets SD maps; the network methods plug in by
+    # returning one from predict
+    est, sd = _split_posterior(est)
+    if sd is not None:
+        info["sd_maps"] = SD_MAPS.get(method, f"posterior SD ({method})")
     info["fit_seconds"] = time.perf_counter() - start
     res = residual(voxels, b, est)
     lsq = est if method == "lsq" else fit_lsq(voxels, b)
@@ -159,4 +191,20 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
         info["quality"] = quality_measures(est, res, lsq, residual(voxels, b, lsq), n_b=len(b))
         info["warnings"] += quality_warnings(method, info["quality"], network=method in NETWORK_METHODS)
     maps = IVIMParams(*(_unmask(values, m) for values in est))
-    return VolumeFit(maps, _unmask(res, m), info, net if method in NETWORK_METHODS else None)
+    sd_maps = None if sd is None else IVIMParams(*(_unmask(values, m) for values in sd))
+    return VolumeFit(maps, _unmask(res, m), info, net if method in NETWORK_METHODS else None, sd_maps)
+
+
+#: A given sigma below this fraction of the median S(b=0) is taken for a relative one (an SNR above 1000).
+_SIGMA_FLOOR = 1e-3
+
+
+def _check_sigma(sigma, voxels):
+    """``fit_volume``'s sigma: positive, and not one relative to S(b=0) given for a scan in signal units."""
+    sigma = check_positive(sigma, name="sigma", what=" (noise SD in signal units)")
+    s0 = float(np.median(voxels[:, 0]))
+    if sigma < _SIGMA_FLOOR * s0:
+        raise ValueError(f"sigma={sigma:g} is below 1/1000 of the median S(b=0) ({s0:.4g}), an SNR above 1000; "
+                         f"sigma is the noise SD in signal units (no longer relative to S(b=0)): for a relative "
+                         f"noise of {sigma:g} give sigma={sigma * s0:.4g}, or omit it to estimate it.")
+    return sigma

@@ -120,7 +120,7 @@ def plot_b_images(dwi, b_values, *, clim=(0, 1600), ncols: int = 4):
     return fig
 
 
-def plot_maps(rows: dict, *, limits=None, title=None):
+def plot_maps(rows: dict, *, limits=None, title=None, row_limits=None):
     """Parameter maps: one row per estimator (or truth), columns Dp, Dt, Fp.
 
     Parameters
@@ -129,13 +129,17 @@ def plot_maps(rows: dict, *, limits=None, title=None):
         e.g. ``{"IVIM-NET": estimates, "ground truth": truth}``; each map 2-D.
     limits : dict, optional
         Colour limits per parameter; default ``MAP_LIMITS`` (the seed's).
+    row_limits : dict of str -> dict, optional
+        Colour limits per parameter for some rows (by label) instead of
+        ``limits``, e.g. for a row of posterior SDs.
     """
     limits = MAP_LIMITS if limits is None else limits
     fig, axes = plt.subplots(len(rows), 3, figsize=(11, 3.4 * len(rows)), squeeze=False)
     for r, (label, params) in enumerate(rows.items()):
         for c, name in enumerate(PARAMS):
             ax = axes[r, c]
-            im = _show(ax, getattr(params, name), cmap="gray", clim=limits[name])
+            clim = (row_limits or {}).get(label, limits)[name]
+            im = _show(ax, getattr(params, name), cmap="gray", clim=clim)
             ax.set_title(f"{name}, {label}")
             ax.set_xticks([]), ax.set_yticks([])
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=UNITS[name])

@@ -1,12 +1,12 @@
-"""The exact IVIM posterior with S0 unknown: ``fit_bayes(..., s0="marginal")``.
+"""The exact IVIM posterior with S0 unknown: ``fit_bayes(..., s0="marginal")``, the default.
 
 The likelihood is Rician in every sample, b = 0 included, in signal units;
 S0 is a nuisance parameter with a uniform prior on S0 > 0, integrated out
 numerically on a per-voxel grid of S0 values (the trapezoidal rule, exact to
 about 2e-6 relative: see ``_S0_STEP``), widened until the posterior at its
 ends is negligible. The posterior over (Dp, Dt, Fp) is the
-same grid of cell centres as ``fit_bayes``'s default mode. Reached through
-``fit_bayes``; this module holds the machinery and the ``Posterior`` result.
+same grid of cell centres as ``fit_bayes(..., s0="ratio")``. Reached through
+``fit_bayes`` (its default mode); this module holds the machinery and the ``Posterior`` result.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Cohorts: scans found in a BIDS-like folder, fitted on dask or in-process, resumable, one network per acquisition."""
 import csv
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -354,3 +355,24 @@ def test_hostile_options_and_a_broken_link_are_said_clearly(study, tmp_path, cap
     bad = [r for r in rows if r["scan"] == "sub-06"]
     assert len(bad) == 1 and bad[0]["status"] == "failed" and "broken link" in bad[0]["reason"]
     assert sum(r["status"] == "fitted" for r in rows) == 6
+
+
+def test_bayes_cohort_writes_posterior_sd_maps_and_resumes(study, tmp_path):
+    """cohort goes through cli.write_outputs: a posterior method's SD maps are written (and required for a skip)."""
+    root, _ = study
+    out = tmp_path / "out"
+    rows = iv.fit_cohort(root, out, method="bayes", scheduler="serial", progress=False)
+    assert [r["status"] for r in rows] == ["fitted"] * len(SCANS), [r["reason"] for r in rows]
+    for row in rows:
+        folder = out / row["output"]
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["sd_maps"]["maps"] == ["Dp_sd", "Dt_sd", "Fp_sd"]
+        dt = np.asarray(nib.load(folder / "Dt.nii.gz").dataobj)
+        sd = np.asarray(nib.load(folder / "Dt_sd.nii.gz").dataobj)
+        fitted = dt != 0
+        assert fitted.sum() == int(row["voxels"])
+        assert (sd[fitted] > 0).all() and (sd[~fitted] == 0).all() and np.isfinite(sd).all()
+    os.remove(out / rows[0]["output"] / "Fp_sd.nii.gz")  # an incomplete output is fitted again
+    again = iv.fit_cohort(root, out, method="bayes", scheduler="serial", progress=False)
+    assert [r["status"] for r in again] == ["fitted"] + ["skipped"] * (len(SCANS) - 1)
+    assert (out / rows[0]["output"] / "Fp_sd.nii.gz").is_file()

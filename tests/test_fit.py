@@ -80,7 +80,7 @@ def test_bayes_matches_brute_force_rician_posterior():
 
     signals, _ = iv.training_data(5, sigma=0.1, seed=24)  # low SNR: exercises the exact-I0 path too
     grid = (10, 9, 8)
-    est = iv.fit_bayes(signals, B, sigma=0.1, grid=grid)
+    est = iv.fit_bayes(signals, B, sigma=0.1, grid=grid, s0="ratio")  # the ratio posterior's formula
     axes = [np.linspace(*iv.PARAMETER_BOX[k], n + 1) for k, n in zip(iv.PARAMS, grid)]
     axes = [(a[:-1] + a[1:]) / 2 for a in axes]
     theta = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
@@ -96,7 +96,7 @@ def test_fits_handle_a_whole_phantom():
     dwi, truth = iv.phantom(seed=3)
     labels = iv.phantom_regions()
     seg = iv.fit_segmented(dwi, B)
-    bayes = iv.fit_bayes(dwi[::4, ::4], B, sigma=15 / 1500, grid=(16, 16, 16))
+    bayes = iv.fit_bayes(dwi[::4, ::4], B, sigma=15.0, grid=(16, 16, 16))  # the phantom's noise SD, signal units
     assert seg.Dt.shape == (100, 100) and bayes.Fp.shape == (25, 25)
     for region, ref in enumerate(iv.PHANTOM_REGIONS):
         inside = labels == region

@@ -140,11 +140,12 @@ def test_chunks_do_not_change_lsq_or_segmented(voxels, fit):
             np.testing.assert_allclose(getattr(part, name), getattr(whole, name), rtol=1e-11, atol=1e-300)
 
 
-def test_chunks_do_not_change_bayes_or_sigma(voxels):
+@pytest.mark.parametrize("s0", ["marginal", "ratio"])
+def test_chunks_do_not_change_bayes_or_sigma(voxels, s0):
     signals, _ = voxels
     for sigma in (0.1, 0.01):  # float32 and float64 paths
-        whole = iv.fit_bayes(signals[:300], B, sigma=sigma, grid=(20, 20, 20))
-        part = iv.fit_bayes(signals[:300], B, sigma=sigma, grid=(20, 20, 20), chunk=7)
+        whole = iv.fit_bayes(signals[:300], B, sigma=sigma, grid=(20, 20, 20), s0=s0)
+        part = iv.fit_bayes(signals[:300], B, sigma=sigma, grid=(20, 20, 20), chunk=7, s0=s0)
         for name in iv.IVIMParams._fields:
             np.testing.assert_allclose(getattr(part, name), getattr(whole, name), rtol=1e-9)
     assert iv.estimate_sigma(signals, B, chunk=7) == pytest.approx(iv.estimate_sigma(signals, B), rel=1e-12)
@@ -196,7 +197,7 @@ def test_bayes_matches_the_exact_rician_posterior_at_every_snr(sigma):
     signals, _ = iv.training_data(12, sigma=sigma, seed=40)
     signals[0, 6:] = 0.0  # magnitude 0 at the high b-values (z = 0)
     signals[1, 3] = 3.0  # an outlier far above the model
-    est = iv.fit_bayes(signals, B, sigma=sigma)  # the default 40^3 grid
+    est = iv.fit_bayes(signals, B, sigma=sigma, s0="ratio")  # the default 40^3 grid; the ratio posterior's formula
     ref = brute_force_posterior_mean(signals, sigma, iv.PARAMETER_BOX, (40, 40, 40))
     np.testing.assert_allclose(np.stack([est.Dp, est.Dt, est.Fp], axis=1), ref, rtol=1e-5)
 
@@ -205,7 +206,7 @@ def test_bayes_matches_the_exact_posterior_for_a_wide_prior():
     # model values down to ~1e-7: log I0e is interpolated piecewise
     wide = {"Dp": (0.0, 0.5), "Dt": (0.0, 0.01), "Fp": (0.0, 1.0)}
     signals, _ = iv.training_data(10, sigma=0.03, seed=41, box=wide)
-    est = iv.fit_bayes(signals, B, sigma=0.03, prior=wide, grid=(16, 15, 14))
+    est = iv.fit_bayes(signals, B, sigma=0.03, prior=wide, grid=(16, 15, 14), s0="ratio")
     ref = brute_force_posterior_mean(signals, 0.03, wide, (16, 15, 14))
     np.testing.assert_allclose(np.stack([est.Dp, est.Dt, est.Fp], axis=1), ref, rtol=1e-5)
 

@@ -224,3 +224,85 @@ def test_anatomical_phantom_truth():
         np.testing.assert_allclose(ph.dwi[inside].mean(axis=0), expected, rtol=1e-4, atol=1e-3)
     with pytest.raises(ValueError, match="snr"):
         iv.anatomical_phantom(snr=0)
+
+
+# --- posterior SD maps (--method bayes) ------------------------------------------------------------------------------
+
+SD_TRUTH = iv.IVIMParams(0.05, 0.0012, 0.2, 500.0)
+SD_SIGMA = 10.0  # signal units: SNR 50 at b = 0
+
+
+@pytest.fixture(scope="module")
+def uniform_scan(tmp_path_factory):
+    """A 14 x 14 x 1 image whose inner 10 x 10 voxels are one tissue (so each is a noise realisation of the
+    same truth), Rician noise of SD_SIGMA; the rim is noise only and outside the mask file."""
+    folder = tmp_path_factory.mktemp("uniform")
+    rng = np.random.default_rng(8)
+    mask = np.zeros((14, 14, 1), bool)
+    mask[2:12, 2:12] = True
+    clean = np.where(mask[..., None], SD_TRUTH.S0 * iv.ivim(B, SD_TRUTH.Dp, SD_TRUTH.Dt, SD_TRUTH.Fp), 0.0)
+    dwi = np.hypot(clean + rng.normal(0, SD_SIGMA, clean.shape), rng.normal(0, SD_SIGMA, clean.shape))
+    iv.save_dwi(dwi, B, AFFINE, folder / "dwi.nii.gz", folder / "dwi.bval")
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), AFFINE), folder / "mask.nii.gz")
+    return folder, mask
+
+
+def test_cli_bayes_writes_posterior_sd_maps(uniform_scan, tmp_path):
+    from PIL import Image
+
+    folder, mask = uniform_scan
+    out = tmp_path / "bayes"
+    assert _cli("fit", folder / "dwi.nii.gz", "--bvals", folder / "dwi.bval", "--mask", folder / "mask.nii.gz",
+                "--out", out, "--method", "bayes", "--sigma", SD_SIGMA, "--no-progress") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sigma"] == SD_SIGMA and summary["voxels"] == mask.sum()
+    assert summary["sd_maps"]["maps"] == ["Dp_sd", "Dt_sd", "Fp_sd"]
+    assert "posterior SD" in summary["sd_maps"]["what"] and "Rician" in summary["sd_maps"]["what"]
+    for name in ("Dp", "Dt", "Fp"):
+        assert summary["outputs"][f"{name}_sd"] == str(out.resolve() / f"{name}_sd.nii.gz")
+        img = nib.load(out / f"{name}_sd.nii.gz")
+        np.testing.assert_allclose(img.affine, AFFINE)
+        sd, est = img.get_fdata(), nib.load(out / f"{name}.nii.gz").get_fdata()
+        assert sd.shape == mask.shape
+        assert np.isfinite(sd).all() and (sd[mask] > 0).all()
+        assert (sd[~mask] == 0).all()  # as the maps: 0 outside the fitted voxels
+        lo, hi = iv.IN_VIVO_BOX[name]
+        assert (sd[mask] < (hi - lo) / 2).all()  # an SD on [lo, hi] cannot exceed half its width
+        # one tissue: the spread of the estimates over the voxels is their spread over noise realisations,
+        # which the posterior SD should match within a few times (measured: 0.8-1.0 times for all three)
+        ratio = np.median(sd[mask]) / est[mask].std()
+        assert 1 / 3 < ratio < 3, (name, ratio)
+    lsq = tmp_path / "lsq"
+    assert _cli("fit", folder / "dwi.nii.gz", "--bvals", folder / "dwi.bval", "--mask", folder / "mask.nii.gz",
+                "--out", lsq, "--method", "lsq") == 0
+    assert not list(lsq.glob("*_sd.nii.gz")) and "sd_maps" not in json.loads((lsq / "summary.json").read_text())
+    # the overview has a second row (the posterior SDs): twice as tall as a one-row overview
+    tall, short = (Image.open(d / "overview.png").size[1] for d in (out, lsq))
+    assert tall > 1.7 * short
+
+
+def test_cli_refuses_a_sigma_relative_to_s0(uniform_scan, tmp_path, capsys):
+    folder, _ = uniform_scan
+    code = _cli("fit", folder / "dwi.nii.gz", "--bvals", folder / "dwi.bval", "--mask", folder / "mask.nii.gz",
+                "--out", tmp_path / "o", "--method", "bayes", "--sigma", SD_SIGMA / SD_TRUTH.S0)
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "signal units" in err
+    suggested = float(err.split("give sigma=")[1].split(",")[0])  # the relative noise times the median S(b=0)
+    assert suggested == pytest.approx(SD_SIGMA, rel=0.02)
+    assert not (tmp_path / "o").exists()
+
+
+def test_fit_volume_bayes_recovers_the_phantom():
+    """The default Bayes (exact posterior, sigma in signal units) on the seed's phantom: Dt of every region."""
+    dwi, _ = iv.phantom(sigma=15.0, seed=3)
+    labels = iv.phantom_regions()[::4, ::4]
+    dwi = dwi[::4, ::4]
+    fit = iv.fit_volume(dwi, B, np.ones(dwi.shape[:-1], bool), method="bayes", sigma=15.0, progress=False)
+    assert fit.info["sigma"] == 15.0 and fit.sd is not None and fit.sd.Dt.shape == dwi.shape[:-1]
+    for region, ref in enumerate(iv.PHANTOM_REGIONS):
+        inside = labels == region
+        assert np.median(fit.maps.Dt[inside]) == pytest.approx(ref.Dt, rel=0.1), region
+        assert 0 < np.median(fit.sd.Dt[inside]) < 0.5 * ref.Dt  # SNR ~100: Dt known to well within its value
+    estimated = iv.fit_volume(dwi, B, np.ones(dwi.shape[:-1], bool), method="bayes", progress=False)
+    assert estimated.info["sigma"] == pytest.approx(15.0, rel=0.15)  # estimate_sigma(absolute=True): signal units

@@ -126,21 +126,25 @@ def test_shapes_mean_only_and_invalid_voxels(voxels):
                                    rtol=1e-6)
 
 
-def test_default_is_still_the_ratio_posterior(voxels):
+def test_default_is_the_exact_posterior(voxels):
     default = iv.fit_bayes(voxels, B, sigma=0.05, grid=(8, 8, 8))
+    marginal = iv.fit_bayes(voxels, B, sigma=0.05, grid=(8, 8, 8), s0="marginal")
     ratio = iv.fit_bayes(voxels, B, sigma=0.05, grid=(8, 8, 8), s0="ratio")
     assert isinstance(default, iv.IVIMParams)
-    np.testing.assert_array_equal(stacked(default), stacked(ratio))
-    np.testing.assert_array_equal(default.S0, voxels[:, 0])
+    np.testing.assert_array_equal(stacked(default), stacked(marginal))
+    assert not np.allclose(stacked(default)[:, :3], stacked(ratio)[:, :3])  # the modes differ: this is not ratio
+    np.testing.assert_array_equal(ratio.S0, voxels[:, 0])  # ratio: S0 is the measured S(b=0)
 
 
 @pytest.mark.parametrize("kw, words", [
     ({"s0": "known"}, "'ratio'"),
-    ({"interval": 0.9}, "s0='marginal'"),
+    ({"s0": "ratio", "interval": 0.9}, "s0='marginal'"),
+    ({"s0": "ratio", "sigma": -1.0}, "relative to S"),
     ({"s0": "marginal", "interval": 1.0}, "between 0 and 1"),
     ({"s0": "marginal", "interval": 0}, "positive"),
     ({"s0": "marginal", "interval": True}, "interval"),
     ({"s0": "marginal", "sigma": -1.0}, "signal units"),
+    ({"sigma": -1.0}, "signal units"),  # the default mode's unit
     ({"s0": "marginal", "grid": (1, 5, 5)}, "grid"),
 ])
 def test_bad_options_are_refused(voxels, kw, words):
