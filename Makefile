@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 BUILD  := build
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: demo test install lab clean
+.PHONY: demo class test install lab clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ demo: $(STAMP)
 	done
 	$(BIN)/python tools/update_readme.py
 	@echo "figures written to figures/:"; ls figures
+
+# Every notebook at class size (notebooks/class_sizes.json): about 2 minutes each; outputs in build/class.
+class: $(STAMP)
+	$(BIN)/python benchmarks/class_sizes.py --no-json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile

@@ -41,13 +41,14 @@ _SOURCES = {
     "quality": ["quality_measures", "quality_warnings", "residual"],
     "recipes": ["ABLATION", "ABLATION_EPOCH_CAP", "IN_VIVO_BOX", "IN_VIVO_LOG", "OPTIM_LR", "RECIPES", "SEED_TRAINING", "STACK_SIZE", "seed_network",
                 "train_for_snr", "train_jobs", "train_many", "train_on_scan"],
-    "plots": ["plot_ablation", "plot_cohort_rois", "MAP_LIMITS", "SCAN_LIMITS", "plot_b_images", "plot_estimate_vs_truth", "plot_images", "plot_loss",
+    "plots": ["plot_ablation", "plot_calibration", "plot_cohort_rois", "MAP_LIMITS", "SCAN_LIMITS", "plot_b_images", "plot_estimate_vs_truth", "plot_images", "plot_loss",
               "plot_maps", "plot_metric_vs_snr", "plot_parameter_distributions", "plot_signal_examples",
               "save_figure"],
     "simulate": ["PHANTOM_REGIONS", "add_rician_noise", "phantom", "phantom_regions", "sample_params",
                  "scan_like_data", "training_data"],
     "train": ["TrainHistory", "device", "train", "training_warnings"],
     "ensemble": ["train_stack"],
+    "calibration": ["coverage", "posterior_limits"],
     "image_fit": ["VolumeFit", "fit_volume", "method_of"],
 }
 _EXPORTS = {name: module for module, names in _SOURCES.items() for name in names}

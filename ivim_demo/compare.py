@@ -206,6 +206,13 @@ def _over_trainings(runs, truth, label, seconds, nets, extra):
     return rows
 
 
+def _capped(train_options, max_epochs):
+    """A step's own epoch cap (``ABLATION_EPOCH_CAP``) never raises the ablation's ``max_epochs``."""
+    if "max_epochs" not in train_options:
+        return train_options
+    return {**train_options, "max_epochs": min(train_options["max_epochs"], max_epochs)}
+
+
 def _held_out(snr, n, b_values, seed):
     """The test voxels both the comparison and the ablation score on (same seed -> same voxels)."""
     return training_data(n, b_values, sigma=1.0 / snr, seed=seed + 7919)
@@ -237,7 +244,7 @@ def ablation(snr, *, n_test, n_train, steps=ABLATION, n_repeats=1, b_values=SEED
     """
     signals, truth = _held_out(snr, n_test, b_values, seed)
     jobs = [{"snr": snr, "method": method, "seed": seed + k, "n": n_train, "b_values": b_values,
-             "max_epochs": max_epochs, "net_options": net_opts, "train_options": train_opts}
+             "max_epochs": max_epochs, "net_options": net_opts, "train_options": _capped(train_opts, max_epochs)}
             for _, method, net_opts, train_opts in steps for k in range(n_repeats)]
     trained = iter(train_jobs(jobs, workers=workers, cache=cache))
     rows = []

@@ -271,3 +271,40 @@ def plot_cohort_rois(rows, labels: dict, *, reference=None, params=("Dt", "Fp"),
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_calibration(rows, *, title=None):
+    """Coverage of credible intervals against their nominal level, one panel per parameter.
+
+    Parameters
+    ----------
+    rows : list of dict
+        ``{"snr", "method", "param", "level", "coverage"}`` (``posterior_limits``' second result). A
+        method with several levels is drawn as lines (one per SNR), one with a single level as markers.
+        Points on the diagonal: intervals that hold the truth as often as they claim; below it:
+        overconfident, above: too wide.
+    """
+    snrs = sorted({r["snr"] for r in rows})
+    colours = dict(zip(snrs, plt.cm.viridis(np.linspace(0, 0.9, len(snrs)))))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    markers = dict(zip(methods, ["o", "s", "^", "D"]))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True)
+    for ax, name in zip(axes, PARAMS):
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
+        for method in methods:
+            for snr in snrs:
+                mine = sorted((r["level"], r["coverage"]) for r in rows
+                              if r["method"] == method and r["snr"] == snr and r["param"] == name)
+                if not mine:
+                    continue
+                style = "-" if len(mine) > 1 else "none"
+                ax.plot(*zip(*mine), marker=markers[method], linestyle=style, color=colours[snr],
+                        mfc=colours[snr] if method == methods[0] else "none", label=f"{method}, SNR {snr:g}")
+        ax.set(xlim=(0.4, 1.0), ylim=(0.4, 1.0), xlabel="nominal level of the interval",
+               title=f"{name}: share of truths inside")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("coverage (held-out voxels)")
+    axes[-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title or "Calibration of credible intervals")
+    fig.tight_layout()
+    return fig

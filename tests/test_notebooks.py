@@ -30,6 +30,8 @@ SMALL = {
     "WIDGETS": False,
     "WORKERS": 1,
     "POOL_VOXELS": 2000,
+    "PHANTOM_STEP": 4,
+    "SCAN_STEP": 3,
 }
 
 #: What each notebook must leave behind: files in OUTPUT_DIR and figures in FIGURE_DIR.
@@ -43,6 +45,7 @@ EXPECTED = {
     "06_beyond_ivimnet.ipynb": ([], ["06_ablation", "06_nrmse_vs_snr", "06_prior_mismatch"]),
     "07_your_own_data.ipynb": (["supervised/Fp.nii.gz"], ["07_mask", "07_maps", "07_residual", "07_phantom_maps"]),
     "08_cohort.ipynb": (["cohort/cohort.csv", "cohort/sub-01/dwi/sub-01/Fp.nii.gz"], ["08_cohort_rois"]),
+    "09_uncertainty.ipynb": ([], ["09_calibration", "09_phantom_sd", "09_scan_sd"]),
 }
 
 
@@ -109,6 +112,19 @@ def test_key_results_hold_in_the_small_run(run_dir, table):
     # Dt is the best-determined parameter: least squares gets it within 20 % at SNR 50 (full run: 0.095)
     assert _nrmse(rows, "LSQ", high, "Dt") < 0.2
     assert _nrmse(rows, "LSQ", high, "Dt") < min(_nrmse(rows, "LSQ", high, p) for p in ("Dp", "Fp"))
+
+
+def test_uncertainty_notebook_limits_and_calibration_in_the_small_run(run_dir):
+    """09's tables: the exact posterior's 90 % intervals hold about 90 % of truths, and not knowing S0 costs
+    accuracy in Fp (200 voxels per SNR, a 12^3 grid: loose bounds that a wrong posterior still fails)."""
+    rows = iv.load_table(run_dir / "figures" / "09_limits.json")
+    calibration = iv.load_table(run_dir / "figures" / "09_calibration.json")
+    assert {r["method"] for r in rows} == {"Bayes, S0 known", "Bayes, S0 unknown", "network"}
+    exact = [r for r in calibration if r["method"] == "Bayes, S0 unknown"]
+    for r in exact:
+        assert abs(r["coverage"] - r["level"]) < 0.1, r
+    assert sum(_nrmse(rows, "Bayes, S0 unknown", snr, "Fp") for snr in SMALL["SNRS"]) > \
+        sum(_nrmse(rows, "Bayes, S0 known", snr, "Fp") for snr in SMALL["SNRS"])
 
 
 def test_cohort_notebook_fits_every_volunteer_with_one_network(run_dir):
@@ -278,3 +294,18 @@ def test_notebook_is_committed_clean(name):
     assert nb["cells"][0]["cell_type"] == "markdown" and "".join(nb["cells"][0]["source"]).startswith("# ")
     for c in code:  # long cells belong in the package
         assert len("".join(c["source"]).splitlines()) <= 20, "".join(c["source"])[:200]
+
+
+def test_class_sizes_name_every_notebook_and_only_its_parameters():
+    """`make class` passes notebooks/class_sizes.json: a misspelt or removed parameter would be ignored
+    by papermill (it only replaces literals it finds), so the class would silently run at full size."""
+    sizes = {k: v for k, v in json.loads((NOTEBOOK_DIR / "class_sizes.json").read_text()).items()
+             if not k.startswith("_")}
+    assert set(sizes) == set(NOTEBOOKS)
+    for name, params in sizes.items():
+        declared = pm.inspect_notebook(str(NOTEBOOK_DIR / name))
+        assert set(params) <= set(declared), (name, set(params) - set(declared))
+        for key, value in params.items():  # smaller than the full run, never larger
+            default = ast.literal_eval(declared[key]["default"])
+            if isinstance(value, (int, float)) and key not in ("PHANTOM_STEP", "SCAN_STEP"):
+                assert value <= default, (name, key)
