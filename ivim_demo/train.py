@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from .checks import check_signals, normalise
 from .metrics import PARAMS
+from .networks import noise_input
 from .signal_model import PARAMETER_BOX
 
 __all__ = ["TrainHistory", "train", "device", "training_warnings", "MIN_IMPROVEMENT", "MIN_OUTPUT_SPREAD"]
@@ -133,6 +134,7 @@ def train(
     signals,
     *,
     targets=None,
+    sigma=None,
     validation_fraction=None,
     batch_size: int = 128,
     lr: float = 1e-3,
@@ -169,6 +171,13 @@ def train(
         an unbounded network), each 0-1 inside them. The minimiser of that loss over the training distribution is
         the posterior mean E[params | signal], the Bayes estimator for that
         prior: accurate exactly when real data follow the simulated prior.
+        A network with its own ``supervised_loss(output, targets)``
+        (``IVIMNetUncertainty``) is trained with that instead, on the same
+        box-unit targets; it cannot train unsupervised.
+    sigma : float or array_like, optional
+        Noise SD in signal units, one value or one per voxel: the noise input
+        of a network that takes it (``IVIMNetUncertainty``, see
+        ``networks.noise_input``); other networks refuse it.
     validation_fraction : float, optional
         Fraction of voxels held out (at random) to decide early stopping on
         their mean loss. Default: the network's own (``0`` for ``IVIMNet``,
@@ -216,7 +225,10 @@ def train(
     s = check_signals(signals, n_b=n_b).reshape(-1, n_b)
     x, _ = normalise(s)
     dev = device()
-    X = torch.from_numpy(x[:, net.input_columns].astype(np.float32)).to(dev)
+    X = torch.from_numpy(noise_input(net, x[:, net.input_columns].astype(np.float32), s[:, 0], sigma)).to(dev)
+    own_loss = getattr(net, "supervised_loss", None)
+    if own_loss is not None and targets is None:
+        raise ValueError(f"a {type(net).__name__} learns from the true parameters: pass targets= (supervised).")
     box = _box_of(net)
     Y = _targets_tensor(targets, len(X), box, dev) if targets is not None else None
     box_units = _box_normaliser(box, dev)
@@ -239,6 +251,8 @@ def train(
     def loss_of(idx):
         batch = X[idx]
         out = net(batch)
+        if own_loss is not None:
+            return own_loss(out, Y[idx])
         return mse(out[0], batch) if Y is None else mse(box_units(out), Y[idx])
 
     history = TrainHistory()
