@@ -246,9 +246,15 @@ class IVIMNetUncertainty(nn.Module):
       ``level`` credible interval;
     * ``variance`` ``v = (sigmoid(d) / 2)^2``: trained with the squared
       error against the squared residual of the (detached) mean, so it
-      estimates the posterior variance, whose square root is the SD.
+      estimates the expected squared error of the mean head, which is the
+      posterior variance where that head has reached the posterior mean;
+      its square root is the SD.
 
-    Each is a strictly proper scoring rule for its target (``supervised_loss``).
+    Each loss is a consistent scoring function for its target (its
+    expectation over the training distribution is smallest at the posterior
+    mean, quantile or variance): see ``supervised_loss``. Quantiles rather
+    than mean +- 1.645 SD, because the posteriors are skewed and cut off by
+    the prior box.
 
     Parameters
     ----------
@@ -315,7 +321,7 @@ class IVIMNetUncertainty(nn.Module):
             self.encoder = nn.Sequential(*layers)
 
     def forward(self, X):
-        """Box-unit heads ``(batch, 12)`` from inputs ``(batch, n_b)`` (see ``noise_input``)."""
+        """Box-unit heads and the noise input, ``(batch, 13)``, from inputs ``(batch, n_b)`` (see ``noise_input``)."""
         g = torch.sigmoid(self.encoder(X)).view(-1, 3, len(_HEADS))
         m = g[..., 0]
         md = m.detach()  # the interval and variance heads must not move the mean

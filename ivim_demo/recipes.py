@@ -9,7 +9,7 @@ import numpy as np
 from .checks import check_b_values, check_signals
 from .fit import estimate_sigma
 from .signal_model import PARAMETER_BOX, SEED_B_VALUES
-from .networks import UNCERTAINTY_SNR_RANGE, IVIMNet, IVIMNetOptim, IVIMNetUncertainty, _check_snr_range
+from .networks import IVIMNet, IVIMNetOptim, IVIMNetUncertainty, _check_snr_range
 from .simulate import add_rician_noise, sample_params, scan_like_data, training_data
 from .signal_model import ivim
 from .train import train
