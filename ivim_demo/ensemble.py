@@ -172,7 +172,7 @@ class _Stack:
         base.train(training)
 
         def one(p, b, x, t):
-            return _loss(functional_call(base, (p, b), (x,)), x, t, box_units)
+            return _loss(base, functional_call(base, (p, b), (x,)), x, t, box_units)
 
         if y is None:
             return vmap(lambda p, b, x: one(p, b, x, None), randomness="different")(self._params(), self.buffers,

@@ -1,12 +1,14 @@
 """Inference: IVIM parameter maps from a trained network."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
-from .checks import check_signals, invalid_option
+from .checks import check_signals, invalid_option, valid_voxels
 from .signal_model import IVIMParams
-from .networks import acquisition_matches
+from .networks import acquisition_matches, noise_input
 
 __all__ = ["predict", "decide_labelling", "swap_guard"]
 
@@ -38,22 +40,38 @@ def swap_guard(Dp, Dt, Fp):
     return Dp, Dt, Fp
 
 
-def _encode(net, signals):
-    """The network's raw outputs ``(n_voxels, 3 or 4)`` (float64) and the checked signals."""
+def _encode(net, signals, sigma=None):
+    """The network's raw outputs ``(n_voxels, k)`` (float64) and the checked signals.
+
+    ``sigma`` (signal units, one value or one per voxel) is the noise input of
+    networks that take it (``networks.noise_input``); others refuse it.
+    """
     net_b = net.b_values.cpu().numpy()
     s = check_signals(signals, n_b=len(net_b))
     flat = s.reshape(-1, len(net_b)).astype(np.float32)  # the network computes in float32 anyway
-    flat = flat[:, net.input_columns] / flat[:, :1]
+    flat = noise_input(net, flat[:, net.input_columns] / flat[:, :1], s.reshape(-1, len(net_b))[:, 0], sigma)
     dev = next(net.parameters()).device
     net.eval()
-    outs = []
-    with torch.no_grad():
-        for start in range(0, len(flat), _CHUNK):
-            chunk = flat[start : start + _CHUNK]
-            n = len(chunk)
-            if n % _ROWS:  # see _ROWS (_CHUNK is a multiple of it)
-                chunk = np.pad(chunk, ((0, -n % _ROWS), (0, 0)), mode="edge")
-            outs.append(net.encode(torch.from_numpy(chunk).to(dev))[:n].cpu().numpy())
+    step = getattr(net, "predict_chunk", _CHUNK)  # a multiple of _ROWS
+
+    def run(start):
+        chunk = flat[start : start + step]
+        n = len(chunk)
+        if n % _ROWS:  # see _ROWS (_CHUNK is a multiple of it)
+            chunk = np.pad(chunk, ((0, -n % _ROWS), (0, 0)), mode="edge")
+        with torch.no_grad():  # grad mode is per thread
+            return net.encode(torch.from_numpy(chunk).to(dev))[:n].cpu().numpy()
+
+    starts = range(0, len(flat), step)
+    if dev.type == "cpu" and hasattr(net, "predict_chunk"):
+        # chunks side by side, one per thread, torch single-threaded: on a shared machine torch's own
+        # threads spin-wait on each other's small ops (1M voxels: 0.8 s on 1 thread, 4-10 s on 2)
+        from .fit import _one_torch_thread
+
+        with _one_torch_thread() as workers, ThreadPoolExecutor(workers) as pool:
+            outs = list(pool.map(run, starts))
+    else:
+        outs = [run(start) for start in starts]
     return np.concatenate(outs).astype(float), s
 
 
@@ -91,7 +109,7 @@ def decide_labelling(net, signals) -> bool:
     bool
         True when output 0 is Dt (the labels are exchanged in ``predict``).
     """
-    if _ordered_by_construction(net):
+    if _ordered_by_construction(net) or getattr(net, "takes_sigma", False):  # the latter: supervised labels
         net.swapped = False
         return False
     est, _ = _encode(net, signals)
@@ -99,9 +117,127 @@ def decide_labelling(net, signals) -> bool:
     return net.swapped
 
 
+def predict(net, signals, *, b_values=None, sigma=None, interval=None, invalid="raise"):
+    """Estimate IVIM parameters with a trained network (and, for some networks, their uncertainty).
+
+    Each voxel's signal is normalised by its S(b=0), the network runs in eval
+    mode without gradients (on the GPU if the network is there), and each
+    voxel's estimate depends on its own signal (and noise level) only, never
+    on the other voxels in the call (bit for bit on the CPU).
+
+    Parameters
+    ----------
+    net : IVIMNet, IVIMNetOptim or IVIMNetUncertainty
+        A trained network (see ``train``, ``train_for_snr`` or ``load_model``).
+    signals : array_like
+        Raw magnitude signals ``(..., n_b)`` with b = 0 first, acquired with
+        the b-values the network was trained on.
+    b_values : array_like, optional
+        The signals' b-values (s/mm^2). When given they must equal the
+        network's; this is how data acquired differently is refused.
+    sigma : float or array_like, optional
+        ``IVIMNetUncertainty`` only (others refuse it): the Rician noise SD in
+        signal units, one value or one per voxel (shape ``signals.shape[:-1]``).
+        Default: ``estimate_sigma(signals, b_values, absolute=True)`` on the
+        signals given (one value for all of them; fits every voxel by least
+        squares, so it is much slower than the network: pass the noise
+        level when it is known).
+    interval : float, optional
+        ``IVIMNetUncertainty`` only: return a ``Posterior`` with the central
+        credible interval at this level. The network learns one level
+        (``net.options["level"]``, 0.9 by default); any other is refused.
+    invalid : {"raise", "nan"}
+        ``"raise"`` (default): refuse signals with NaN/inf, negative values or
+        S(b=0) <= 0 in any voxel. ``"nan"``: such voxels get NaN estimates
+        and the others are fitted (see ``checks.invalid_option``).
+
+    Returns
+    -------
+    IVIMParams or Posterior
+        Dp, Dt (mm^2/s), Fp and S0 (the measured S(b=0), times the network's
+        fitted S0 when it fits one), each shaped ``signals.shape[:-1]``;
+        ``IVIMNetUncertainty``'s are its posterior-mean estimates. With
+        ``interval``, a ``Posterior`` (mean, sd, lower, upper, each an
+        ``IVIMParams``) of the network's estimates of the posterior mean,
+        SD and interval ends of Dp, Dt and Fp; its S0 mean is the measured
+        S(b=0) and S0's sd, lower and upper are NaN (the network does not
+        estimate S0 or its uncertainty).
+    """
+    if not getattr(net, "takes_sigma", False):
+        for name, value in (("sigma", sigma), ("interval", interval)):
+            if value is not None:
+                raise ValueError(f"{name} is for networks that estimate their uncertainty (IVIMNetUncertainty, "
+                                 f"train_for_snr((low, high), method='supervised')); a {type(net).__name__} "
+                                 "takes the signals only.")
+        return _predict(net, signals, b_values=b_values, invalid=invalid)
+    return _predict_uncertainty(net, signals, b_values=b_values, sigma=sigma, interval=interval, invalid=invalid)
+
+
+def _check_acquisition(net, b_values):
+    if b_values is not None and not acquisition_matches(net, b_values):
+        raise ValueError(
+            f"these signals were acquired with b-values {np.asarray(b_values).tolist()} but the "
+            f"network was trained on {net.b_values.cpu().numpy().tolist()} s/mm^2; train a network for this "
+            "acquisition."
+        )
+
+
+def _predict_uncertainty(net, signals, *, b_values, sigma, interval, invalid):
+    """``predict`` for ``IVIMNetUncertainty``: posterior-mean estimates, or a ``Posterior``."""
+    from .fit import estimate_sigma
+    from .posterior import Posterior
+
+    _check_acquisition(net, b_values)
+    level = net.options["level"]
+    if interval is not None and not (isinstance(interval, (int, float)) and abs(interval - level) < 1e-9):
+        raise ValueError(f"this network was trained for {level:g} intervals only; pass interval={level:g}, or "
+                         f"train one for interval={interval!r} (IVIMNetUncertainty(level=...)).")
+    if invalid not in ("raise", "nan"):
+        raise ValueError(f"invalid must be 'raise' or 'nan', got {invalid!r}.")
+    if type(signals).__module__.startswith("torch"):
+        signals = signals.detach().cpu().numpy()
+    s = np.asarray(signals)
+    n_b = len(net.b_values)
+    if invalid == "nan":
+        ok = valid_voxels(s)
+        if not ok.any():
+            raise ValueError("no voxel can be fitted: every voxel has NaN/inf, a negative value or S(b=0) <= 0.")
+        shape, s = ok.shape, s[ok]
+        if sigma is not None and np.ndim(sigma) > 0:
+            sig = np.asarray(sigma, dtype=float)
+            if sig.shape != shape:
+                raise ValueError(f"sigma holds one noise SD per voxel: shape {shape} expected, got {sig.shape}.")
+            sigma = sig[ok]
+    else:
+        ok = None  # _encode checks the signals
+    if sigma is None:
+        sigma = estimate_sigma(s, net.b_values.cpu().numpy().astype(float), absolute=True)
+    est, s = _encode(net, s, sigma)  # (n, 12): mean, lower, upper, sd of (Dp, Dt, Fp)
+    if ok is None:
+        shape = s.shape[:-1]
+    nan = np.full(len(est), np.nan)
+    columns = {"mean": 0, "lower": 3, "upper": 6, "sd": 9}
+    s0 = {"mean": s.reshape(-1, n_b)[:, 0].astype(float), "sd": nan, "lower": nan, "upper": nan}
+
+    def params(key):
+        values = [*est[:, columns[key] : columns[key] + 3].T, s0[key]]
+        if ok is not None:
+            full = []
+            for v in values:
+                f = np.full(shape, np.nan)
+                f[ok] = v
+                full.append(f)
+            values = full
+        return IVIMParams(*(np.reshape(v, shape) for v in values))
+
+    if interval is None:
+        return params("mean")
+    return Posterior(*(params(key) for key in ("mean", "sd", "lower", "upper")))
+
+
 @invalid_option(position=1)
-def predict(net, signals, *, b_values=None) -> IVIMParams:
-    """Estimate IVIM parameters with a trained network.
+def _predict(net, signals, *, b_values=None) -> IVIMParams:
+    """``predict`` for networks without a noise input (the original behaviour).
 
     Each voxel's signal is normalised by its S(b=0), the network runs in eval
     mode without gradients (on the GPU if the network is there), and the
@@ -131,12 +267,7 @@ def predict(net, signals, *, b_values=None) -> IVIMParams:
         Dp, Dt (mm^2/s), Fp and S0 (the measured S(b=0), times the network's
         fitted S0 when it fits one), each shaped ``signals.shape[:-1]``.
     """
-    net_b = net.b_values.cpu().numpy()
-    if b_values is not None and not acquisition_matches(net, b_values):
-        raise ValueError(
-            f"these signals were acquired with b-values {np.asarray(b_values).tolist()} but the "
-            f"network was trained on {net_b.tolist()} s/mm^2; train a network for this acquisition."
-        )
+    _check_acquisition(net, b_values)
     est, s = _encode(net, signals)
     Dp, Dt, Fp = est[:, 0], est[:, 1], est[:, 2]
     if getattr(net, "swapped", False):

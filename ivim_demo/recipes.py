@@ -14,14 +14,15 @@ import numpy as np
 from .checks import check_b_values, check_signals
 from .fit import estimate_sigma
 from .signal_model import PARAMETER_BOX, SEED_B_VALUES
-from .networks import IVIMNet, IVIMNetOptim
-from .simulate import scan_like_data, training_data
+from .networks import IVIMNet, IVIMNetOptim, IVIMNetUncertainty, _check_snr_range
+from .signal_model import ivim
+from .simulate import add_rician_noise, sample_params, scan_like_data, training_data
 from .checkpoint import load_model, save_model
 from .ensemble import train_stack
 from .train import train
 
 __all__ = ["RECIPES", "SEED_TRAINING", "OPTIM_LR", "ABLATION", "ABLATION_EPOCH_CAP", "IN_VIVO_BOX", "IN_VIVO_LOG", "SCAN_BATCHES_PER_EPOCH", "SCAN_RECIPES",
-           "MIN_SCAN_VOXELS", "STACK_SIZE", "seed_network", "train_for_snr", "train_on_scan", "train_many", "train_jobs"]
+           "MIN_SCAN_VOXELS", "SNR_RANGE_TRAINING", "STACK_SIZE", "seed_network", "train_for_snr", "train_on_scan", "train_many", "train_jobs"]
 
 #: The seed's training settings (``train``'s defaults), as notebooks record them with a checkpoint.
 SEED_TRAINING = {"batch_size": 128, "lr": 1e-3, "patience": 10}
@@ -39,8 +40,14 @@ RECIPES = {
              "10 % validation split (Kaandorp et al.)",
     "supervised": "IVIMNetOptim bounded to the simulation box, no S0 output, no dropout; trained on the "
                   "true parameters (box-normalised MSE), lr 1e-3 divided by 5 after 3 epochs without "
-                  "improvement, 10 % validation split",
+                  "improvement, 10 % validation split. With a (low, high) SNR pair: IVIMNetUncertainty, the "
+                  "noise level an input, trained on SNRs drawn log-uniformly from the range (SNR_RANGE_TRAINING) "
+                  "for the posterior mean, the 5 % and 95 % quantiles and the posterior SD of each parameter",
 }
+
+#: How ``train_for_snr((low, high), method="supervised")`` trains ``IVIMNetUncertainty`` by default:
+#: training voxels, mini-batch size, and ``train`` options.
+SNR_RANGE_TRAINING = {"n": 1_000_000, "batch_size": 512, "lr": 1e-3, "lr_patience": 3, "validation_fraction": 0.1}
 
 
 def seed_network(*, n=100_000, sigma=0.01, seed=0, max_epochs=1000, progress=True):
@@ -59,28 +66,36 @@ def seed_network(*, n=100_000, sigma=0.01, seed=0, max_epochs=1000, progress=Tru
     return net, train(net, signals, seed=seed, max_epochs=max_epochs, progress=progress)
 
 
-def train_for_snr(snr, *, b_values=SEED_B_VALUES, method="optim", n=100_000, seed=0, max_epochs=1000,
+def train_for_snr(snr, *, b_values=SEED_B_VALUES, method="optim", n=None, seed=0, max_epochs=1000,
                   progress=True, net_options=None, train_options=None, box=None):
     """Simulate training data at one SNR and return a network trained on it.
 
     Parameters
     ----------
-    snr : float
-        SNR at b = 0 of the training data (Rician sigma = 1/SNR, S0 = 1).
+    snr : float or (float, float)
+        SNR at b = 0 of the training data (Rician sigma = 1/SNR, S0 = 1). A
+        ``(low, high)`` pair (``method="supervised"`` only, e.g.
+        ``UNCERTAINTY_SNR_RANGE`` = (5, 200)) trains one network for all
+        SNRs in between: ``IVIMNetUncertainty``, whose input includes the
+        noise level, on voxels whose SNR is drawn log-uniformly from the
+        range (one per voxel), for the posterior mean, 90 % interval and SD of
+        each parameter (see ``predict(net, signals, sigma=..., interval=0.9)``).
     b_values : array_like
         b-values in s/mm^2, starting at 0.
     method : {"orig", "optim", "supervised"}
         See ``RECIPES``. ``"supervised"`` needs the prior of the data to match
         the simulation box: it learns the posterior mean for that prior.
-    n : int
-        Training voxels, drawn uniformly from ``box``.
+    n : int, optional
+        Training voxels, drawn uniformly from ``box``; default 100 000, and
+        ``SNR_RANGE_TRAINING["n"]`` (1 000 000) for an SNR range.
     seed : int
         Seeds the data (``seed + 1000``), the weights and the training.
     max_epochs : int
     progress : bool
     net_options : dict, optional
         Overrides of the network's constructor options (``"optim"`` and
-        ``"supervised"``: any ``IVIMNetOptim`` keyword), e.g. to switch one
+        ``"supervised"``: any ``IVIMNetOptim`` keyword; an SNR range: any
+        ``IVIMNetUncertainty`` keyword, e.g. ``width``), e.g. to switch one
         IVIM-NET_optim change off.
     train_options : dict, optional
         Overrides of ``train``'s options (``lr``, ``validation_fraction``,
@@ -96,6 +111,9 @@ def train_for_snr(snr, *, b_values=SEED_B_VALUES, method="optim", n=100_000, see
     torch.nn.Module
         The trained network in eval mode, with ``.history`` (dict).
     """
+    if np.ndim(snr) == 1:
+        return _train_for_snr_range(snr, b_values=b_values, method=method, n=n, seed=seed, max_epochs=max_epochs,
+                                    progress=progress, net_options=net_options, train_options=train_options, box=box)
     net, signals, targets, options = _recipe(snr, b_values=b_values, method=method, n=n, seed=seed,
                                              max_epochs=max_epochs, progress=progress, net_options=net_options,
                                              train_options=train_options, box=box)
@@ -104,14 +122,37 @@ def train_for_snr(snr, *, b_values=SEED_B_VALUES, method="optim", n=100_000, see
     return net
 
 
-def _recipe(snr, *, b_values=SEED_B_VALUES, method="optim", n=100_000, seed=0, max_epochs=1000, progress=True,
+def _train_for_snr_range(snr, *, b_values, method, n, seed, max_epochs, progress, net_options, train_options, box):
+    """``train_for_snr`` with a (low, high) SNR pair: ``IVIMNetUncertainty`` on log-uniform noise levels."""
+    if method != "supervised":
+        raise ValueError(f"an SNR range {snr!r} trains method='supervised' (one network for all SNRs, with "
+                         f"the noise level as input); method {method!r} takes one SNR.")
+    box = PARAMETER_BOX if box is None else box
+    low, high = _check_snr_range(snr)
+    b_values = check_b_values(b_values)
+    n = SNR_RANGE_TRAINING["n"] if n is None else n
+    rng = np.random.default_rng(seed + 1000)
+    params = sample_params(n, box=box, seed=rng)
+    sigma = np.exp(-rng.uniform(np.log(low), np.log(high), size=n))  # SNR log-uniform, one per voxel
+    signals = add_rician_noise(ivim(b_values, *(v[:, None] for v in params[:3])), sigma[:, None], rng)
+    net = IVIMNetUncertainty(b_values, **{"bounds": box, "snr_range": (low, high), "seed": seed,
+                                          **(net_options or {})})
+    options = {k: v for k, v in SNR_RANGE_TRAINING.items() if k != "n"}
+    options = {"seed": seed, "max_epochs": max_epochs, "progress": progress, **options, **(train_options or {})}
+    net.history = train(net, signals, targets=params, sigma=sigma, **options).as_dict()
+    return net
+
+
+def _recipe(snr, *, b_values=SEED_B_VALUES, method="optim", n=None, seed=0, max_epochs=1000, progress=True,
             net_options=None, train_options=None, box=None):
-    """What ``train_for_snr`` trains: the untrained network, its training signals and targets, ``train``'s options."""
+    """What ``train_for_snr`` trains at one SNR: the untrained network, its training signals and targets,
+    ``train``'s options."""
     if method not in RECIPES:
         raise ValueError(f"method must be one of {list(RECIPES)}, got {method!r}.")
-    if not snr > 0:
-        raise ValueError(f"snr must be > 0, got {snr!r}.")
+    if np.ndim(snr) != 0 or not snr > 0:
+        raise ValueError(f"snr must be > 0 (or a (low, high) pair for method='supervised'), got {snr!r}.")
     box = PARAMETER_BOX if box is None else box
+    n = 100_000 if n is None else n
     signals, params = training_data(n, b_values, sigma=1.0 / snr, seed=seed + 1000, box=box)
     targets = None
     if method == "orig":
@@ -311,6 +352,7 @@ def _job_key(job) -> str:
     defaults = {k: v.default for k, v in inspect.signature(train_for_snr).parameters.items() if k != "snr"}
     full = {**defaults, **job}
     full.pop("progress")
+    full["n"] = 100_000 if full["n"] is None else full["n"]
     full["b_values"] = np.asarray(full["b_values"], dtype=float).tolist()
     for key in ("net_options", "train_options", "box"):
         full[key] = full[key] or None  # {} and None build the same network

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from .checks import check_signals, normalise
 from .metrics import PARAMS
+from .networks import noise_input
 from .signal_model import PARAMETER_BOX
 
 __all__ = ["TrainHistory", "train", "device", "training_warnings", "MIN_IMPROVEMENT", "MIN_OUTPUT_SPREAD"]
@@ -147,6 +148,7 @@ def train(
     max_epochs: int = 1000,
     seed: int = 0,
     progress: bool = True,
+    sigma=None,
 ):
     """Train an IVIM network, unsupervised as the seed does, or supervised.
 
@@ -174,6 +176,9 @@ def train(
         an unbounded network), each 0-1 inside them. The minimiser of that loss over the training distribution is
         the posterior mean E[params | signal], the Bayes estimator for that
         prior: accurate exactly when real data follow the simulated prior.
+        A network with its own ``supervised_loss(output, targets)``
+        (``IVIMNetUncertainty``) is trained with that instead, on the same
+        box-unit targets; it cannot train unsupervised.
     validation_fraction : float, optional
         Fraction of voxels held out (at random) to decide early stopping on
         their mean loss. Default: the network's own (``0`` for ``IVIMNet``,
@@ -200,6 +205,10 @@ def train(
         network seed give identical weights on the same device.
     progress : bool
         Show a tqdm progress bar over epochs with the loss.
+    sigma : float or array_like, optional
+        Noise SD in signal units, one value or one per voxel: the noise input
+        of a network that takes it (``IVIMNetUncertainty``, see
+        ``networks.noise_input``); other networks refuse it.
 
     Returns
     -------
@@ -208,7 +217,8 @@ def train(
     _check_options(batch_size=batch_size, patience=patience, max_epochs=max_epochs, lr=lr,
                    batches_per_epoch=batches_per_epoch, lr_patience=lr_patience)
     dev = device()
-    s, X, Y, box_units, gen, val, fit = _member(net, signals, targets, validation_fraction, batch_size, seed, dev)
+    s, X, Y, box_units, gen, val, fit = _member(net, signals, targets, validation_fraction, batch_size, seed, dev,
+                                                sigma)
     n_val = len(val)
     net.to(dev)
     # fused Adam: same update, fewer kernel launches (matters for tiny nets)
@@ -218,7 +228,7 @@ def train(
 
     def loss_of(idx):
         batch = X[idx]
-        return _loss(net(batch), batch, None if Y is None else Y[idx], box_units)
+        return _loss(net, net(batch), batch, None if Y is None else Y[idx], box_units)
 
     history = TrainHistory()
     n_batches = len(fit) // batch_size if batches_per_epoch is None else int(batches_per_epoch)
@@ -291,7 +301,7 @@ def _check_options(*, batch_size, patience, max_epochs, lr, batches_per_epoch=No
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
 
 
-def _member(net, signals, targets, validation_fraction, batch_size, seed, dev):
+def _member(net, signals, targets, validation_fraction, batch_size, seed, dev, sigma=None):
     """One network's training inputs, as ``train`` and each member of ``train_stack`` use them.
 
     Returns the checked raw signals ``s`` (n, n_b), the network's input
@@ -307,7 +317,9 @@ def _member(net, signals, targets, validation_fraction, batch_size, seed, dev):
     n_b = len(net.b_values)
     s = check_signals(signals, n_b=n_b).reshape(-1, n_b)
     x, _ = normalise(s)
-    X = torch.from_numpy(x[:, net.input_columns].astype(np.float32)).to(dev)
+    X = torch.from_numpy(noise_input(net, x[:, net.input_columns].astype(np.float32), s[:, 0], sigma)).to(dev)
+    if getattr(net, "supervised_loss", None) is not None and targets is None:
+        raise ValueError(f"a {type(net).__name__} learns from the true parameters: pass targets= (supervised).")
     box = _box_of(net)
     Y = _targets_tensor(targets, len(X), box, dev) if targets is not None else None
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -322,9 +334,12 @@ def _member(net, signals, targets, validation_fraction, batch_size, seed, dev):
     return s, X, Y, _box_normaliser(box, dev), gen, val, fit
 
 
-def _loss(out, batch, y, box_units):
+def _loss(net, out, batch, y, box_units):
     """The training loss of one network: MSE of the reconstruction (unsupervised, ``y`` None) or of the
-    box-normalised parameters (supervised)."""
+    box-normalised parameters (supervised), or the network's own ``supervised_loss`` when it has one."""
+    own = getattr(net, "supervised_loss", None)
+    if own is not None:
+        return own(out, y)
     mse = torch.nn.functional.mse_loss
     return mse(out[0], batch) if y is None else mse(box_units(out), y)
 

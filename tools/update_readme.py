@@ -176,6 +176,53 @@ def _prior_shape(result):
             "*passed*: all four checks of `iv.check_agreement`.\n\n" + markdown_table(out))
 
 
+def _uncertainty(result):
+    def _span(values, digits=3):  # min-max over training seeds, one number when they agree at this precision
+        lo, hi = (f"{f(values):.{digits}f}" for f in (min, max))
+        return lo if lo == hi else f"{lo}-{hi}"
+
+    seeds = list(result["seeds"].values())
+    st = result["settings"]
+    names = ", ".join(result["seeds"])
+    nrmse = []
+    for snr in st["nrmse_snrs"]:
+        row = {"SNR": snr}
+        for p in PARAMS:
+            row[f"{p} network"] = _span([s["nrmse"][str(snr)]["network"][p] for s in seeds], digits=3)
+            row[f"{p} posterior"] = f"{result['posterior'][str(snr)]['nrmse'][p]:.3f}"
+        row["largest ratio"] = _span([max(s["nrmse"][str(snr)]["ratio"].values()) for s in seeds], digits=3)
+        nrmse.append(row)
+    cover = []
+    for snr in st["coverage_snrs"]:
+        row = {"SNR": snr, **{p: _span([s["coverage"][str(snr)][p] for s in seeds], digits=3) for p in PARAMS}}
+        post = result["posterior"].get(str(snr))
+        row["exact posterior"] = " / ".join(f"{post['coverage'][p]:.3f}" for p in PARAMS) if post else ""
+        cover.append(row)
+    training = [s["training"] for s in seeds]
+    speed = seeds[0]["speed"]
+    fastest = min(speed["runs"], key=lambda r: r["seconds"])
+    head = (f"Measured {result['date']} by `benchmarks/uncertainty.py` on {result['machine']['cpus']} CPU cores: "
+            f"`train_for_snr({tuple(st['snr_range'])}, method=\"supervised\")` ({st['training']['n']:,} training "
+            f"voxels), network values min-max over training seeds {names}; held-out voxels from the prior "
+            f"(S0 = 1), the network given sigma = 1/SNR; the exact posterior `fit_bayes(..., s0=\"marginal\")` "
+            f"({st['posterior']['grid'][0]}³ grid) on the same first {st['posterior']['voxels']:,} voxels.\n\n")
+    text = head + "**NRMSE**, network mean against the exact posterior mean (*largest ratio*: network / " \
+                  "posterior, worst parameter)\n\n" + markdown_table(nrmse)
+    text += (f"\n\n**Coverage of the 90 % intervals** ({st['coverage_voxels']:,} held-out voxels per SNR, binomial "
+             f"SD {0.3 / st['coverage_voxels'] ** 0.5:.3f}; *exact posterior*: Dp / Dt / Fp on its "
+             f"{st['posterior']['voxels']:,} voxels)\n\n" + markdown_table(cover))
+    sd = [v for s in seeds for x in s["sd"].values() for v in x["median_sd_ratio"].values()]
+    width = [v for s in seeds for x in s["sd"].values() for v in x["median_width_ratio"].values()]
+    text += (f"\n\nPer voxel, network / exact posterior (median over the voxels; range over SNR, parameter and "
+             f"seed): SD {_span(sd, digits=2)}, interval width {_span(width, digits=2)}.")
+    text += (f"\n\nTraining: {_span([x['seconds'] / 60 for x in training], digits=1)} min, "
+             f"{_span([x['epochs'] for x in training], digits=0)} epochs on one thread. `predict(net, signals, "
+             f"sigma=..., interval=0.9)`: {speed['voxels_per_second']:,.0f} voxels/s on {speed['voxels']:,} "
+             f"voxels (best of 3; load average {fastest['load_average_1min_before_after'][0]:.1f} on the 2 cores; "
+             f"{speed['voxels_per_cpu_second_times_threads']:,.0f} voxels per CPU-second times the threads).")
+    return text
+
+
 def render(root=ROOT):
     """Table name -> Markdown, for every result file present."""
     tables = {}
@@ -190,6 +237,7 @@ def render(root=ROOT):
                                   ("prior_shape", _prior_shape, results / "prior_shape.json"),
                                   ("normalisation", _normalisation, results / "normalisation.json"),
                                   ("reference_spread", _reference_spread, results / "reference_spread.json"),
+                                  ("uncertainty", _uncertainty, results / "uncertainty.json"),
                                   ("speed", _speed, results / "speed.json")):
         if path.is_file():
             tables[name] = render_fn(json.loads(path.read_text()))
