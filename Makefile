@@ -19,20 +19,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ivim-demo)" >/dev/null
 	touch $(STAMP)
 
-# Executed copies go to build/notebooks, data and checkpoints to build/data, figures to figures/.
+# Executed copies go to build/notebooks, data and checkpoints to build/data, figures to figures/;
+# the time of each notebook to benchmarks/results/demo_time.json.
 demo: $(STAMP)
 	mkdir -p $(BUILD)/notebooks figures
-	set -e; for nb in $(NOTEBOOKS); do \
-		name=$$(basename $$nb); echo "== $$name"; \
-		extra=""; if [ $$name = 00_ivim_explained.ipynb ]; then extra="-p WIDGETS False"; fi; \
-		$(BIN)/papermill --cwd notebooks --kernel python3 --no-progress-bar $$extra $$nb $(BUILD)/notebooks/$$name; \
-	done
+	$(BIN)/python benchmarks/notebook_times.py
 	$(BIN)/python tools/update_readme.py
 	@echo "figures written to figures/:"; ls figures
 
-# Every notebook at class size (notebooks/class_sizes.json): about 2 minutes each; outputs in build/class.
+# Every notebook at class size (notebooks/class_sizes.json): about 2 minutes each; outputs in build/class,
+# times in benchmarks/results/class_time.json.
 class: $(STAMP)
-	$(BIN)/python benchmarks/class_sizes.py --no-json
+	$(BIN)/python benchmarks/notebook_times.py --class
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile

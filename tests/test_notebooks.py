@@ -309,3 +309,22 @@ def test_class_sizes_name_every_notebook_and_only_its_parameters():
             default = ast.literal_eval(declared[key]["default"])
             if isinstance(value, (int, float)) and key not in ("PHANTOM_STEP", "SCAN_STEP"):
                 assert value <= default, (name, key)
+
+
+def test_demo_and_class_runs_pass_the_right_parameters(tmp_path):
+    """make demo runs every notebook at its defaults (only the explorer's live widget off); make class
+    passes the class sizes and keeps every output out of figures/."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import notebook_times
+    finally:
+        sys.path.pop(0)
+    full = notebook_times.parameters(class_size=False, out=None)
+    assert list(full) == NOTEBOOKS
+    assert full["00_ivim_explained.ipynb"] == {"WIDGETS": False}
+    assert all(params == {} for name, params in full.items() if not name.startswith("00"))
+    small = notebook_times.parameters(class_size=True, out=tmp_path)
+    sizes = json.loads((NOTEBOOK_DIR / "class_sizes.json").read_text())
+    for name, params in small.items():
+        assert params["FIGURE_DIR"] == str(tmp_path / "figures") and params["OUTPUT_DIR"] == str(tmp_path / "data")
+        assert {k: v for k, v in params.items() if k not in ("FIGURE_DIR", "OUTPUT_DIR", "WIDGETS")} == sizes[name]

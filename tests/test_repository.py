@@ -63,7 +63,7 @@ def test_readme_gallery_shows_every_figure():
 
 def test_makefile_has_the_documented_targets():
     makefile = (ROOT / "Makefile").read_text()
-    for target in ("demo:", "test:", "lab:"):
+    for target in ("demo:", "class:", "test:", "lab:"):
         assert re.search(rf"^{target}", makefile, re.M), target
     assert "jupyter lab --notebook-dir=notebooks" in makefile
     assert "bash" in (ROOT / ".ci" / "run").read_text() and "make test" in (ROOT / ".ci" / "run").read_text()

@@ -22,35 +22,50 @@ from ivim_demo.metrics import PARAMS, markdown_table, pivot  # noqa: E402
 
 
 def _comparison(rows):
-    out = []
+    net = [r for r in rows if r["method"] == "IVIM-NET"]
+    runs = net[0].get("trainings", 1) if net else 1
+    out = [f"IVIM-NET: mean ± SD over {runs} trainings (seeds 0-{runs - 1}) at each SNR.\n"] if runs > 1 else []
     for name in PARAMS:
         out.append(f"**NRMSE of {name}** (rows: SNR; lower is better)\n")
-        out.append(markdown_table(pivot(rows, value="nrmse", where={"param": name}), digits=3) + "\n")
+        out.append(markdown_table(pivot(rows, value="nrmse", where={"param": name}, spread=True), digits=3) + "\n")
     out.append("**Parameter coupling**: Spearman ρ between estimated Dp and Fp (truth: independent)\n")
-    out.append(markdown_table(pivot(rows, value="rho_Dp_Fp", where={"param": "Dp"}), digits=2) + "\n")
-    net = [r for r in rows if r["method"] == "IVIM-NET"]
+    out.append(markdown_table(pivot(rows, value="rho_Dp_Fp", where={"param": "Dp"}, spread=True), digits=2) + "\n")
     out.append("**IVIM-NET consistency**: coefficient of variation of the estimates over repeated trainings\n")
     out.append(markdown_table(pivot(net, value="cv", column="param"), digits=2))
     return "\n".join(out)
 
 
 def _ablation(rows):
-    table = pivot(rows, value="nrmse", index="method", column="param")
+    table = pivot(rows, value="nrmse", index="method", column="param", spread=True)
     for row in table:
-        row["rho_Dp_Fp"] = next(r["rho_Dp_Fp"] for r in rows if r["method"] == row["method"])
-        row["epochs"] = next(r["epochs"] for r in rows if r["method"] == row["method"])
-    return "NRMSE per parameter at SNR 20 after each change, and the Dp-Fp coupling\n\n" + markdown_table(table, digits=3)
+        mine = next(r for r in rows if r["method"] == row["method"])
+        row["rho_Dp_Fp"] = (mine["rho_Dp_Fp"], mine["rho_Dp_Fp_sd"]) if "rho_Dp_Fp_sd" in mine else mine["rho_Dp_Fp"]
+        row["epochs"] = mine["epochs"]
+        if "capped" in mine:
+            row["stopped by the cap"] = f'{mine["capped"]}/{mine.get("trainings", 1)}'
+    runs = rows[0].get("trainings", 1)
+    head = (f"NRMSE per parameter at SNR {rows[0]['snr']} after each change, and the Dp-Fp coupling"
+            + (f": mean ± SD over {runs} trainings (seeds 0-{runs - 1}); *epochs*: their mean" if runs > 1 else ""))
+    return head + "\n\n" + markdown_table(table, digits=3)
 
 
 def _beyond(rows):
-    out = []
+    nets = [r for r in rows if r.get("trainings", 1) > 1]
+    out = [f"Networks: mean ± SD over {nets[0]['trainings']} trainings (seeds 0-{nets[0]['trainings'] - 1}) at "
+           "each SNR.\n"] if nets else []
     for name in PARAMS:
         out.append(f"**NRMSE of {name}** (rows: SNR)\n")
-        out.append(markdown_table(pivot(rows, value="nrmse", where={"param": name}), digits=3) + "\n")
-    nets = [r for r in rows if "cv" in r and r["cv"] == r["cv"]]  # networks with repeated trainings
+        out.append(markdown_table(pivot(rows, value="nrmse", where={"param": name}, spread=True), digits=3) + "\n")
     if nets:
-        out.append(f"**Consistency** over repeated trainings (SNR {nets[0]['snr']}): coefficient of variation\n")
-        out.append(markdown_table(pivot(nets, value="cv", index="method", column="param"), digits=2))
+        out.append("**Consistency** over repeated trainings: coefficient of variation of the estimates (Dp / Dt / Fp)\n")
+        table = []
+        for snr in dict.fromkeys(r["snr"] for r in nets):
+            row = {"snr": snr}
+            for method in dict.fromkeys(r["method"] for r in nets):
+                cv = {r["param"]: r["cv"] for r in nets if r["snr"] == snr and r["method"] == method}
+                row[method] = " / ".join(f"{cv[p]:.2g}" for p in PARAMS)
+            table.append(row)
+        out.append(markdown_table(table))
     return "\n".join(out)
 
 
@@ -223,6 +238,37 @@ def _uncertainty(result):
     return text
 
 
+def _notebook_times(result):
+    rows = [{"notebook": r["notebook"].removesuffix(".ipynb"), "minutes": f"{r['seconds'] / 60:.1f}",
+             "load before": f"{r['load_before']:.1f}"} for r in result["rows"]]
+    rows.append({"notebook": "**all**", "minutes": f"**{result['total_seconds'] / 60:.1f}**", "load before": ""})
+    m = result["machine"]
+    head = (f"Measured {result['date']} by `benchmarks/notebook_times.py{' --class' if result['size'] == 'class' else ''}` "
+            f"on {m['cpus']} CPU cores ({m['processor']}, torch {m['torch']}); *load before*: the 1-minute load "
+            "average when the notebook started.\n\n")
+    return head + markdown_table(rows)
+
+
+def _limits(rows):
+    out = ["NRMSE on held-out voxels (seed 0; the network: one training, given the true sigma)\n"]
+    for name in PARAMS:
+        out.append(f"**NRMSE of {name}** (rows: SNR)\n")
+        out.append(markdown_table(pivot(rows, value="nrmse", where={"param": name}), digits=3) + "\n")
+    with_sd = [r for r in rows if "coverage" in r]
+    out.append("**Coverage of the 90 % intervals** (Dp / Dt / Fp) and **posterior SD over the prior's SD** "
+               "(Dp / Dt / Fp; near 1: the prior decides)\n")
+    table = []
+    for snr in dict.fromkeys(r["snr"] for r in with_sd):
+        row = {"snr": snr}
+        for method in dict.fromkeys(r["method"] for r in with_sd):
+            mine = {r["param"]: r for r in with_sd if r["snr"] == snr and r["method"] == method}
+            row[f"{method} coverage"] = " / ".join(f"{mine[p]['coverage']:.3f}" for p in PARAMS)
+            row[f"{method} SD / prior SD"] = " / ".join(f"{mine[p]['sd_vs_prior']:.2f}" for p in PARAMS)
+        table.append(row)
+    out.append(markdown_table(table))
+    return "\n".join(out)
+
+
 def render(root=ROOT):
     """Table name -> Markdown, for every result file present."""
     tables = {}
@@ -238,6 +284,9 @@ def render(root=ROOT):
                                   ("normalisation", _normalisation, results / "normalisation.json"),
                                   ("reference_spread", _reference_spread, results / "reference_spread.json"),
                                   ("uncertainty", _uncertainty, results / "uncertainty.json"),
+                                  ("limits", _limits, root / "figures" / "09_limits.json"),
+                                  ("demo_time", _notebook_times, results / "demo_time.json"),
+                                  ("class_time", _notebook_times, results / "class_time.json"),
                                   ("speed", _speed, results / "speed.json")):
         if path.is_file():
             tables[name] = render_fn(json.loads(path.read_text()))
