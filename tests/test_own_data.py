@@ -305,6 +305,10 @@ def test_cli_supervised_writes_posterior_sd_maps(uniform_scan, tmp_path, capsys)
         ratio = np.median(sd[mask]) / est[mask].std()
         assert 1 / 3 < ratio < 3, (name, ratio)
         sds[name] = sd
+    from PIL import Image  # the overview has the row of posterior SDs: twice as tall as lsq's one row
+
+    assert _cli(*args, "--out", tmp_path / "lsq", "--method", "lsq") == 0
+    assert Image.open(out / "overview.png").size[1] > 1.7 * Image.open(tmp_path / "lsq" / "overview.png").size[1]
     # the checkpoint: the same network, the same noise (estimated from the same voxels), the same SD maps
     net = iv.load_model(out / "supervised.pt")
     assert type(net).__name__ == "IVIMNetUncertainty" and net.history["recipe"] == "supervised"
