@@ -54,7 +54,8 @@ def _parser():
                                   "threshold when the image has background, else every valid voxel)")
     f.add_argument("--method", choices=METHODS,
                    help=f"default {DEFAULT_METHOD}: a network trained for this scan on simulations of it (its "
-                        "b-values, signal levels and noise); ivimnet (the paper's network) and optim "
+                        "b-values, signal levels and noise), which also writes posterior SD maps *_sd.nii.gz; "
+                        "ivimnet (the paper's network) and optim "
                         "(IVIM-NET_optim): trained, unsupervised, on the scan's own voxels; lsq: least squares per "
                         "voxel; segmented: Dt from b >= 200 first, then Fp and Dp; bayes: posterior mean on a grid (S0 "
                         "unknown, uniform prior on IN_VIVO_BOX), also writes posterior SD maps *_sd.nii.gz. "
@@ -89,7 +90,8 @@ def _parser():
 
 
 #: Every file a run writes into --out; a folder holding anything else is not ours to replace.
-#: Posterior SD maps, written when the method yields a posterior (``VolumeFit.sd``; ``--method bayes``).
+#: Posterior SD maps, written when the method yields a posterior (``VolumeFit.sd``; ``--method bayes`` and
+#: ``supervised``).
 SD_MAP_NAMES = ("Dp", "Dt", "Fp")
 OUTPUT_FILES = {"Dp.nii.gz", "Dt.nii.gz", "Fp.nii.gz", "S0.nii.gz", "residual.nii.gz", "overview.png",
                 "summary.json", *(f"{m}.pt" for m in NETWORK_METHODS), *(f"{p}_sd.nii.gz" for p in SD_MAP_NAMES)}
@@ -165,8 +167,8 @@ def write_outputs(fit, keep, excluded, affine, folder, *, out, b_values, shape, 
     """Write one scan's outputs into ``folder``: the maps, the residual, the overview PNG and summary.json.
 
     What ``fit`` and ``cohort`` write for every scan, into a staging folder that becomes ``out``. When
-    the fit has posterior SD maps (``fit.sd``, e.g. ``bayes``), also ``Dp_sd``, ``Dt_sd`` and ``Fp_sd``
-    (same units as the maps, 0 outside the fitted voxels like them), a second row of the overview
+    the fit has posterior SD maps (``fit.sd``: ``bayes``, ``supervised``), also ``Dp_sd``, ``Dt_sd`` and
+    ``Fp_sd`` (same units as the maps, 0 outside the fitted voxels like them), a second row of the overview
     and ``sd_maps`` in summary.json.
 
     Parameters

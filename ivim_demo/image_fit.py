@@ -34,14 +34,18 @@ class VolumeFit(NamedTuple):
         ``warnings`` (list of str, empty when nothing is wrong), ``quality``
         (what the warnings judge, see ``quality_measures``; not for ``lsq``)
         and, where they apply, ``train_seconds``, ``epochs``, ``best_epoch``, ``sigma``
-        (``bayes``'s noise SD, signal units), ``noise_sd``, ``network`` and ``sd_maps``
-        (what ``sd`` holds, when there are SD maps).
+        (``bayes``'s noise SD, signal units), ``noise_sd`` (``supervised``: the noise SD in
+        signal units the network was given as input), ``network`` and ``sd_maps`` (what ``sd``
+        holds, when there are SD maps).
     net : torch.nn.Module or None
         The network used (trained here or given); None for classical fits.
     sd : IVIMParams or None
         Posterior standard deviations of Dp, Dt, Fp and S0 (same units as
         ``maps``; 0 outside the mask) when the method yields a posterior
-        (``bayes``: see ``info["sd_maps"]`` for what they are), else None.
+        (``bayes``, and ``supervised`` with its ``IVIMNetUncertainty``; see
+        ``info["sd_maps"]`` for what they are), else None. The supervised
+        network does not estimate S0's uncertainty: its S0 SD is NaN inside
+        the mask.
     """
 
     maps: IVIMParams
@@ -65,6 +69,10 @@ SD_MAPS = {
     "bayes": "posterior SD of the exact posterior with S0 unknown (fit_bayes, s0='marginal'): uniform prior on "
              "IN_VIVO_BOX for (Dp, Dt, Fp) and on S0 > 0, Rician noise with one SD in signal units for every "
              "voxel (recorded as sigma), IVIM model assumed right",
+    "supervised": "the supervised network's estimate of the posterior SD (IVIMNetUncertainty's variance head, "
+                  "trained on simulations of this scan: uniform prior on IN_VIVO_BOX with Dp and Dt log-uniform, "
+                  "Rician noise with the noise SD recorded as noise_sd, IVIM model assumed right); within a few % "
+                  "of the exact posterior's on simulations, not checked voxel by voxel here",
 }
 #: Credible level the posterior methods are asked for (its intervals are not kept; the SDs do not depend on it).
 _LEVEL = 0.9
@@ -91,7 +99,8 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
     ``net`` first trains one for this scan (``train_on_scan``): ``ivimnet``
     and ``optim`` on the masked voxels themselves (unsupervised, as the paper
     does in vivo: training and inference see the same voxels), ``supervised``
-    on simulations with the scan's b-values, S(b=0) levels and noise.
+    on simulations with the scan's b-values, S(b=0) levels and noise
+    (an ``IVIMNetUncertainty``: it also returns posterior SD maps, ``VolumeFit.sd``).
 
     Every method's fit is then judged against least squares on the same
     voxels (``quality_warnings``): a flat Fp map (a collapsed network) or a
@@ -167,7 +176,16 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
             )
         info["network"] = type(net).__name__
     start = time.perf_counter()
-    if method in NETWORK_METHODS:
+    if method in NETWORK_METHODS and getattr(net, "takes_sigma", False):
+        # the noise it was trained for when trained here (the same estimate from the same voxels); a network
+        # given (e.g. --model, trained on another scan or a cohort's pooled voxels) gets this scan's own noise,
+        # as its noise input is relative to each voxel's S(b=0) and a scan's signal units are its own
+        noise = info.get("noise_sd")
+        if noise is None:
+            noise = float(estimate_sigma(voxels, b, absolute=True))
+            info["noise_sd"] = noise
+        est = predict(net, voxels, b_values=b, sigma=noise, interval=_LEVEL)
+    elif method in NETWORK_METHODS:
         est = predict(net, voxels, b_values=b)
     elif method == "bayes":
         sigma = estimate_sigma(voxels, b, absolute=True) if sigma is None else _check_sigma(sigma, voxels)

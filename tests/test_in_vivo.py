@@ -135,7 +135,14 @@ def test_supervised_network_for_a_real_scan_agrees_with_the_authors():
     fit = iv.fit_volume(ex.dwi, ex.b_values, keep, method="supervised", net=net)
     checks = _agreement(ex, keep, fit)
     assert all(c["ok"] for c in checks.values()), checks
-    assert fit.info["warnings"] == []
+    assert fit.info["warnings"] == [] and fit.info["network"] == "IVIMNetUncertainty"
+    # a given network is told this scan's own noise, estimated as when it was trained: the same value
+    assert fit.info["noise_sd"] == pytest.approx(net.history["noise_sd"])
+    for name in ("Dp", "Dt", "Fp"):  # posterior SD maps: positive inside the mask, 0 outside, below the prior's
+        sd = getattr(fit.sd, name)
+        lo, hi = iv.IN_VIVO_BOX[name]
+        assert np.isfinite(sd).all() and (sd[keep] > 0).all() and (sd[~keep] == 0).all()
+        assert np.median(sd[keep]) < (hi - lo) / 12**0.5, name
 
 
 # --- command line on a shipped scan ---------------------------------------------------------------------------------

@@ -281,6 +281,46 @@ def test_cli_bayes_writes_posterior_sd_maps(uniform_scan, tmp_path):
     assert tall > 1.7 * short
 
 
+def test_cli_supervised_writes_posterior_sd_maps(uniform_scan, tmp_path, capsys):
+    """--method supervised (the default) trains an IVIMNetUncertainty for the scan: its SD maps are written like
+    bayes's, its checkpoint reproduces them, and it is refused for other b-values."""
+    folder, mask = uniform_scan
+    out = tmp_path / "sup"
+    args = ("fit", folder / "dwi.nii.gz", "--bvals", folder / "dwi.bval", "--mask", folder / "mask.nii.gz")
+    assert _cli(*args, "--out", out, "--method", "supervised", "--max-epochs", 10, "--no-progress") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["network"] == "IVIMNetUncertainty" and summary["epochs"] == 10
+    assert summary["noise_sd"] == pytest.approx(SD_SIGMA, rel=0.15)  # estimated from the scan, signal units
+    assert summary["sd_maps"]["maps"] == ["Dp_sd", "Dt_sd", "Fp_sd"] and "posterior SD" in summary["sd_maps"]["what"]
+    sds = {}
+    for name in ("Dp", "Dt", "Fp"):
+        sd, est = (nib.load(out / f"{name}{s}.nii.gz").get_fdata() for s in ("_sd", ""))
+        assert sd.shape == mask.shape
+        assert np.isfinite(sd).all() and (sd[mask] > 0).all()
+        assert (sd[~mask] == 0).all()  # as the maps: 0 outside the fitted voxels
+        lo, hi = iv.IN_VIVO_BOX[name]
+        assert (sd[mask] < (hi - lo) / 2).all()
+        # one tissue: the spread of the estimates over the voxels is their spread over noise realisations
+        # (measured after 10 epochs: 0.84-1.56 times; trained to convergence 0.87-1.30)
+        ratio = np.median(sd[mask]) / est[mask].std()
+        assert 1 / 3 < ratio < 3, (name, ratio)
+        sds[name] = sd
+    from PIL import Image  # the overview has the row of posterior SDs: twice as tall as lsq's one row
+
+    assert _cli(*args, "--out", tmp_path / "lsq", "--method", "lsq") == 0
+    assert Image.open(out / "overview.png").size[1] > 1.7 * Image.open(tmp_path / "lsq" / "overview.png").size[1]
+    # the checkpoint: the same network, the same noise (estimated from the same voxels), the same SD maps
+    net = iv.load_model(out / "supervised.pt")
+    assert type(net).__name__ == "IVIMNetUncertainty" and net.history["recipe"] == "supervised"
+    again = tmp_path / "again"
+    assert _cli(*args, "--out", again, "--model", out / "supervised.pt") == 0
+    for name in ("Dp", "Dt", "Fp"):
+        np.testing.assert_array_equal(nib.load(again / f"{name}_sd.nii.gz").get_fdata(), sds[name])
+    dwi = nib.load(folder / "dwi.nii.gz").get_fdata()
+    with pytest.raises(ValueError, match="trained on b-values"):
+        iv.fit_volume(dwi[..., :-1], B[:-1], mask, method="supervised", net=net)
+
+
 def test_cli_refuses_a_sigma_relative_to_s0(uniform_scan, tmp_path, capsys):
     folder, _ = uniform_scan
     code = _cli("fit", folder / "dwi.nii.gz", "--bvals", folder / "dwi.bval", "--mask", folder / "mask.nii.gz",
