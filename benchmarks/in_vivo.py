@@ -10,7 +10,7 @@ reference (the scan authors' maps, or the phantom's truth) with
 ``ivim_demo.check_agreement``, and the fit's own warnings are recorded: a collapsed
 map must be flagged. On the phantom, whose every voxel has a known truth, the per-voxel NRMSE of
 each parameter is recorded too. ``--quick`` runs one dataset with seed 0 (a smoke test);
-``--datasets`` re-runs some datasets and keeps the others' rows.
+``--datasets`` and ``--methods`` re-run some datasets or methods and keep the others' rows.
 """
 from __future__ import annotations
 
@@ -64,10 +64,13 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=DATASETS,
                         help="re-run only these; their rows replace the ones in the existing JSON")
+    parser.add_argument("--methods", nargs="+", choices=iv.METHODS, default=iv.METHODS,
+                        help="re-run only these methods; their rows replace the ones in the existing JSON")
     args = parser.parse_args()
     datasets, seeds = (args.datasets[:1], SEEDS[:1]) if args.quick else (tuple(args.datasets), SEEDS)
-    jobs = [(d, m, s) for d in datasets for m in iv.NETWORK_METHODS for s in seeds]
-    jobs += [(d, m, None) for d in datasets for m in iv.METHODS if m not in iv.NETWORK_METHODS]
+    methods = tuple(args.methods)
+    jobs = [(d, m, s) for d in datasets for m in iv.NETWORK_METHODS if m in methods for s in seeds]
+    jobs += [(d, m, None) for d in datasets for m in iv.METHODS if m not in iv.NETWORK_METHODS and m in methods]
     jobs.sort(key=lambda j: j[1] != "optim")  # the slowest first, so the two workers finish together
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         rows = []
@@ -76,8 +79,9 @@ def main():
             print(f"{row['dataset']:11s} {row['method']:10s} seed {row['seed']}: "
                   f"{'pass' if row['passed'] else 'FAIL'}  {row['seconds']:.0f} s  "
                   f"{[round(c['value'], 3) for c in row['checks']]}  {row['quality']}  {row['warnings']}", flush=True)
-    if set(datasets) != set(DATASETS) and OUT.is_file():  # keep the other datasets' rows
-        rows += [r for r in json.loads(OUT.read_text())["rows"] if r["dataset"] not in datasets]
+    if (set(datasets) != set(DATASETS) or set(methods) != set(iv.METHODS)) and OUT.is_file():  # keep the others
+        rows += [r for r in json.loads(OUT.read_text())["rows"] if r["dataset"] not in datasets
+                 or r["method"] not in methods]
     rows.sort(key=lambda r: (DATASETS.index(r["dataset"]), iv.METHODS.index(r["method"]), r["seed"] or 0))
     result = {"date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores "
               f"({platform.machine()}, torch {__import__('torch').__version__})", "quick": args.quick,
