@@ -87,14 +87,17 @@ def _speed(s):
          "result": f"{s['inference']['voxels_per_second']:,.0f} voxels/s"},
     ]
     for name, label in [("lsq", "batched LSQ (fit_lsq)"), ("segmented", "segmented (fit_segmented)"),
-                        ("bayes_40^3_grid", "Bayes posterior mean, 40³ grid (fit_bayes)"),
+                        ("bayes_40^3_grid", "Bayes posterior mean, 40³ grid (fit_bayes: exact, S0 unknown)"),
+                        ("bayes_ratio_40^3_grid", "Bayes, ratio approximation (fit_bayes(s0=\"ratio\"))"),
                         ("scipy_curve_fit_per_voxel", "scipy curve_fit, one voxel at a time")]:
+        if name not in fits:
+            continue
         rows.append({"what": label, "result": " / ".join(
             f"{fits[name][k]['voxels_per_second']:,.0f} voxels/s at SNR {k[3:]}" for k in ("snr20", "snr100"))})
     rows.append({"what": "batched LSQ speed-up over scipy", "result": " / ".join(
         f"{fits['lsq'][k]['speedup_vs_scipy']:.0f}x at SNR {k[3:]}" for k in ("snr20", "snr100"))})
     bp = s["bayes_phantom_seconds"]
-    rows.append({"what": f"Bayes on the phantom ({bp['voxels']:,} voxels)", "result": f"{bp['seconds']:.1f} s"})
+    rows.append({"what": f"Bayes on the phantom ({bp['voxels']:,} voxels, exact)", "result": f"{bp['seconds']:.1f} s"})
     m = s["machine"]
     head = f"Measured {s['date']} on {m['cpus']} CPU cores ({m['processor']}, torch {m['torch']}, device {m['device']}).\n\n"
     return head + markdown_table(rows)
@@ -238,6 +241,16 @@ def _uncertainty(result):
     return text
 
 
+def _stacking(result):
+    rows = [{"network": r["network"], "networks stacked": r["networks_stacked"],
+             "seconds per epoch": f"{r['seconds_per_epoch']:.2f}", "per network": f"{r['per_network']:.3f}",
+             "× one network's epoch": f"{r['times_one_network']:.2f}"} for r in result["rows"]]
+    m = result["machine"]
+    head = (f"Measured {result['date']} on {m['cpus']} CPU cores ({m['processor']}, torch {m['torch']}), "
+            f"{result['voxels_per_network']:,} voxels per network.\n\n")
+    return head + markdown_table(rows)
+
+
 def _notebook_times(result):
     rows = [{"notebook": r["notebook"].removesuffix(".ipynb"), "minutes": f"{r['seconds'] / 60:.1f}",
              "load before": f"{r['load_before']:.1f}"} for r in result["rows"]]
@@ -286,6 +299,7 @@ def render(root=ROOT):
                                   ("uncertainty", _uncertainty, results / "uncertainty.json"),
                                   ("limits", _limits, root / "figures" / "09_limits.json"),
                                   ("demo_time", _notebook_times, results / "demo_time.json"),
+                                  ("stacking", _stacking, results / "stacking.json"),
                                   ("class_time", _notebook_times, results / "class_time.json"),
                                   ("speed", _speed, results / "speed.json")):
         if path.is_file():
