@@ -1,6 +1,7 @@
 """One call from an SNR to a trained network: the recipes notebooks 05 and 06 compare."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -376,11 +377,17 @@ def train_jobs(jobs, *, workers=1, cache=None):
     return nets
 
 
+@functools.lru_cache(maxsize=1)
+def _training_code() -> bytes:
+    """The source of the modules that train a network (read once per process)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    names = ("recipes", "train", "ensemble", "networks", "simulate", "signal_model", "checks")
+    return b"".join(open(os.path.join(here, f"{name}.py"), "rb").read() for name in names)
+
+
 def _job_key(job) -> str:
     """A file name for a job's network: the job and the source of the code that trains it, hashed."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    code = b"".join(open(os.path.join(here, f"{name}.py"), "rb").read()
-                    for name in ("recipes", "train", "ensemble", "networks", "simulate", "signal_model", "checks"))
+    code = _training_code()
     defaults = {k: v.default for k, v in inspect.signature(train_for_snr).parameters.items() if k != "snr"}
     full = {**defaults, **job}
     full.pop("progress")
