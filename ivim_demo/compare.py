@@ -188,7 +188,8 @@ def compare_at_snr(snr, **options):
 
 def _over_trainings(runs, truth, label, seconds, nets, extra):
     """Score rows of one network trained ``len(runs)`` times: means (and SDs) over the trainings."""
-    scored = [score({label: est}, truth, seconds={label: seconds}, extra=extra) for est in runs]
+    timing = None if seconds is None else {label: seconds}
+    scored = [score({label: est}, truth, seconds=timing, extra=extra) for est in runs]
     rows = []
     for i, row in enumerate(scored[0]):
         row = dict(row)
@@ -250,9 +251,8 @@ def ablation(snr, *, n_test, n_train, steps=ABLATION, n_repeats=1, b_values=SEED
     rows = []
     for label, *_ in steps:
         nets = [next(trained) for _ in range(n_repeats)]
-        rows += _over_trainings([predict(net, signals) for net in nets], truth, label, 0.0, nets, {"snr": snr})
+        rows += _over_trainings([predict(net, signals) for net in nets], truth, label, None, nets, {"snr": snr})
     for row in rows:
-        row.pop("ms_per_1000_voxels", None)
         if n_repeats == 1:
             row.pop("cv", None)
     return rows

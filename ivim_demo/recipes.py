@@ -138,8 +138,8 @@ def _train_for_snr_range(snr, *, b_values, method, n, seed, max_epochs, progress
     signals = add_rician_noise(ivim(b_values, *(v[:, None] for v in params[:3])), sigma[:, None], rng)
     net = IVIMNetUncertainty(b_values, **{"bounds": box, "snr_range": (low, high), "seed": seed,
                                           **(net_options or {})})
-    options = {k: v for k, v in SNR_RANGE_TRAINING.items() if k != "n"}
-    options = {"seed": seed, "max_epochs": max_epochs, "progress": progress, **options, **(train_options or {})}
+    options = _options(seed, max_epochs, progress, {k: v for k, v in SNR_RANGE_TRAINING.items() if k != "n"},
+                       train_options)
     net.history = train(net, signals, targets=params, sigma=sigma, **options).as_dict()
     return net
 
@@ -167,8 +167,12 @@ def _recipe(snr, *, b_values=SEED_B_VALUES, method="optim", n=None, seed=0, max_
                                         **(net_options or {})})
         # the lr decay buys the last few % at high SNR (Dt NRMSE at SNR 100: 0.045 -> 0.042; Bayes 0.040)
         options, targets = {"lr": 1e-3, "lr_patience": 3, "validation_fraction": 0.1}, params
-    options = {"seed": seed, "max_epochs": max_epochs, "progress": progress, **options, **(train_options or {})}
-    return net, signals, targets, options
+    return net, signals, targets, _options(seed, max_epochs, progress, options, train_options)
+
+
+def _options(seed, max_epochs, progress, recipe, overrides):
+    """``train``'s options of a recipe: the call's seed, epochs and progress, the recipe's own, then overrides."""
+    return {"seed": seed, "max_epochs": max_epochs, "progress": progress, **recipe, **(overrides or {})}
 
 
 #: Most epochs of the ablation's steps 3-5. Bounded outputs without batch norm learn slowly at
