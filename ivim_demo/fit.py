@@ -634,11 +634,17 @@ _PIECE = 2.5
 #: Most nodes per piece before the piece is split in two.
 _MAX_NODES = 24
 #: float32 is used when 2^-24 times the largest Gaussian log-likelihood terms over the grid is below
-#: this (sigma >~ 0.015 with PARAMETER_BOX); the posterior means then stay within 1e-6 (relative)
-#: of the float64 ones, measured at sigma 0.02-0.2. Below, float32 would err by 5e-6 at sigma 0.01.
+#: this (sigma >~ 0.015 with PARAMETER_BOX); the posterior means then stay within 4e-6 (relative) of
+#: the float64 ones: measured at sigma 0.02-0.2 on an AVX-512 CPU under MKL's default, COMPATIBLE and
+#: AVX2 paths and ATen's default kernels (largest at sigma 0.02, where float32's rounding of the
+#: log-likelihood dominates; at low SNR each block's float32 sum of weights, about 6e-7).
 _F32_ROUNDING = 2e-4
 #: Grid points per block of the posterior sums.
 _BLOCK = 4096
+# The posterior sums across blocks (and their running maximum) are float64 whatever the posterior's
+# dtype: summed in float32 they erred by up to 3e-5 (relative) in the posterior mean at low SNR on every
+# numeric path tried (the running sums are rescaled and added to once per block, 16 times at the default
+# grid). In float64 only each block's own float32 sum of <= _BLOCK weights is rounded (about 5e-7).
 
 
 def _log_i0e(z):
@@ -787,15 +793,17 @@ class _BayesPosterior:
         buffer = getattr(self._local, "buffer", None)
         if buffer is None or len(buffer) < n * _BLOCK:
             buffer = self._local.buffer = torch.empty(n * _BLOCK, dtype=self.dtype)
-        top = torch.full((n, 1), -torch.inf, dtype=self.dtype)
-        sums = torch.zeros((n, 4), dtype=self.dtype)
+        # running maximum and sums across blocks in float64 (see _BLOCK); a block's own log-likelihoods,
+        # weights and weighted sum in the posterior's dtype
+        top = torch.full((n, 1), -torch.inf, dtype=torch.float64)
+        sums = torch.zeros((n, 4), dtype=torch.float64)
         for M, theta1 in self.blocks:
             loglik = torch.matmul(X, M, out=buffer[: n * M.shape[1]].view(n, M.shape[1]))
-            new_top = torch.maximum(top, loglik.amax(dim=1, keepdim=True))
+            new_top = torch.maximum(top, loglik.amax(dim=1, keepdim=True).double())
             sums *= torch.exp(top - new_top)
             # below exp(-80) a weight is negligible (< 1e-30 of the largest); clamping avoids slow subnormals
-            weights = loglik.sub_(new_top).clamp_(min=-80.0).exp_()
-            sums.addmm_(weights, theta1)
+            weights = loglik.sub_(new_top.to(self.dtype)).clamp_(min=-80.0).exp_()
+            sums += (weights @ theta1).double()
             top = new_top
-        sums = sums.double().numpy()
+        sums = sums.numpy()
         return self.theta_lo + self.theta_scale * sums[:, :3] / sums[:, 3:]

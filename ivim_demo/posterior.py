@@ -155,40 +155,40 @@ class MarginalPass:
         if not all(torch.isfinite(v).all() for v in out) or out[0].max() > np.exp(_ABOVE_PROBE):
             out = self._sums(X, idx, n, online=True)
         s0 = np.zeros((n, count.max()))
-        s0[owner, k] = out[0].double().numpy()
-        return (*(v.double().numpy() for v in out[1:]), s0)
+        s0[owner, k] = out[0].numpy()
+        return (*(v.numpy() for v in out[1:]), s0)
 
     def _sums(self, X, idx, n, online):
         """Weights summed per S0 row and per voxel over the Dp, Dt and Fp cells."""
         import torch
 
-        dtype = self.post.dtype
-        top = torch.full((n,), -torch.inf, dtype=dtype)
-        rows = torch.zeros(len(X), dtype=dtype)
-        dp = torch.zeros((n, self.grid[0]), dtype=dtype)
-        dt = torch.zeros((n, self.grid[1]), dtype=dtype)
-        fp = torch.zeros((n, self.grid[2]), dtype=dtype)
+        dtype, acc = self.post.dtype, torch.float64  # sums across blocks in float64 (see fit._BLOCK)
+        top = torch.full((n,), -torch.inf, dtype=acc)
+        rows = torch.zeros(len(X), dtype=acc)
+        dp = torch.zeros((n, self.grid[0]), dtype=acc)
+        dt = torch.zeros((n, self.grid[1]), dtype=acc)
+        fp = torch.zeros((n, self.grid[2]), dtype=acc)
         start = 0
         for M, _ in self.post.blocks:
             loglik = X @ M  # (rows, block)
             if online:
-                new_top = torch.maximum(top, torch.full((n,), -torch.inf, dtype=dtype).scatter_reduce(
-                    0, idx, loglik.amax(dim=1), "amax"))
+                new_top = torch.maximum(top, torch.full((n,), -torch.inf, dtype=acc).scatter_reduce(
+                    0, idx, loglik.amax(dim=1).double(), "amax"))
                 scale = torch.exp(top - new_top)
-                for acc in (dp, dt, fp):
-                    acc *= scale[:, None]
+                for a in (dp, dt, fp):
+                    a *= scale[:, None]
                 rows *= scale[idx]
-                loglik.sub_(new_top[idx, None])
+                loglik.sub_(new_top[idx, None].to(dtype))
                 top = new_top
             # below exp(-80) a weight is negligible (< 1e-30 of the largest); clamping avoids slow subnormals
             weights = loglik.clamp_(min=-80.0).exp_()
-            rows += weights.sum(dim=1)
+            rows += weights.sum(dim=1).double()
             cube = torch.zeros((n, M.shape[1]), dtype=dtype).index_add_(0, idx, weights)
             cube = cube.view(n, -1, self.grid[1], self.grid[2])
             i = start // self.slice
-            dp[:, i : i + cube.shape[1]] = cube.sum(dim=(2, 3))
-            dt += cube.sum(dim=(1, 3))
-            fp += cube.sum(dim=(1, 2))
+            dp[:, i : i + cube.shape[1]] = cube.sum(dim=(2, 3)).double()
+            dt += cube.sum(dim=(1, 3)).double()
+            fp += cube.sum(dim=(1, 2)).double()
             start += M.shape[1]
         return rows, dp, dt, fp
 

@@ -11,6 +11,7 @@ import pytest
 
 import ivim_demo as iv
 from ivim_demo.checks import check_box, check_grid, check_positive, check_whole
+from tolerances import BAYES_F32_RTOL, bayes_float64_rtol
 
 B = iv.SEED_B_VALUES
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,11 +144,12 @@ def test_chunks_do_not_change_lsq_or_segmented(voxels, fit):
 @pytest.mark.parametrize("s0", ["marginal", "ratio"])
 def test_chunks_do_not_change_bayes_or_sigma(voxels, s0):
     signals, _ = voxels
-    for sigma in (0.1, 0.01):  # float32 and float64 paths
+    # float32 and float64 paths; other chunks are other matrix shapes, rounded differently (tolerances.py)
+    for sigma, rtol in ((0.1, BAYES_F32_RTOL), (0.01, bayes_float64_rtol(0.01))):
         whole = iv.fit_bayes(signals[:300], B, sigma=sigma, grid=(20, 20, 20), s0=s0)
         part = iv.fit_bayes(signals[:300], B, sigma=sigma, grid=(20, 20, 20), chunk=7, s0=s0)
         for name in iv.IVIMParams._fields:
-            np.testing.assert_allclose(getattr(part, name), getattr(whole, name), rtol=1e-9)
+            np.testing.assert_allclose(getattr(part, name), getattr(whole, name), rtol=rtol)
     assert iv.estimate_sigma(signals, B, chunk=7) == pytest.approx(iv.estimate_sigma(signals, B), rel=1e-12)
 
 
@@ -199,7 +201,8 @@ def test_bayes_matches_the_exact_rician_posterior_at_every_snr(sigma):
     signals[1, 3] = 3.0  # an outlier far above the model
     est = iv.fit_bayes(signals, B, sigma=sigma, s0="ratio")  # the default 40^3 grid; the ratio posterior's formula
     ref = brute_force_posterior_mean(signals, sigma, iv.PARAMETER_BOX, (40, 40, 40))
-    np.testing.assert_allclose(np.stack([est.Dp, est.Dt, est.Fp], axis=1), ref, rtol=1e-5)
+    # float32 path at sigma >= 0.02: BAYES_F32_RTOL (measured within 3.3e-6 on every numeric path)
+    np.testing.assert_allclose(np.stack([est.Dp, est.Dt, est.Fp], axis=1), ref, rtol=BAYES_F32_RTOL)
 
 
 def test_bayes_matches_the_exact_posterior_for_a_wide_prior():
@@ -208,7 +211,7 @@ def test_bayes_matches_the_exact_posterior_for_a_wide_prior():
     signals, _ = iv.training_data(10, sigma=0.03, seed=41, box=wide)
     est = iv.fit_bayes(signals, B, sigma=0.03, prior=wide, grid=(16, 15, 14), s0="ratio")
     ref = brute_force_posterior_mean(signals, 0.03, wide, (16, 15, 14))
-    np.testing.assert_allclose(np.stack([est.Dp, est.Dt, est.Fp], axis=1), ref, rtol=1e-5)
+    np.testing.assert_allclose(np.stack([est.Dp, est.Dt, est.Fp], axis=1), ref, rtol=BAYES_F32_RTOL)
 
 
 def test_bayes_restores_torch_threads():
