@@ -13,10 +13,6 @@ from .networks import acquisition_matches, noise_input
 __all__ = ["predict", "decide_labelling", "swap_guard"]
 
 _CHUNK = 131_072  # voxels per forward pass: small enough to stay in cache, ~3x faster than 1M
-#: Forward passes always run on a multiple of this many rows (the last one padded): float32 GEMM
-#: (MKL) computes the rows of a partial block differently, so without padding a voxel's estimate
-#: could change in the last bit with the number of voxels in the call.
-_ROWS = 64
 
 
 def swap_guard(Dp, Dt, Fp):
@@ -52,15 +48,11 @@ def _encode(net, signals, sigma=None):
     flat = noise_input(net, flat[:, net.input_columns] / flat[:, :1], s.reshape(-1, len(net_b))[:, 0], sigma)
     dev = next(net.parameters()).device
     net.eval()
-    step = getattr(net, "predict_chunk", _CHUNK)  # a multiple of _ROWS
+    step = getattr(net, "predict_chunk", _CHUNK)
 
     def run(start):
-        chunk = flat[start : start + step]
-        n = len(chunk)
-        if n % _ROWS:  # see _ROWS (_CHUNK is a multiple of it)
-            chunk = np.pad(chunk, ((0, -n % _ROWS), (0, 0)), mode="edge")
         with torch.no_grad():  # grad mode is per thread
-            return net.encode(torch.from_numpy(chunk).to(dev))[:n].cpu().numpy()
+            return net.encode(torch.from_numpy(flat[start : start + step]).to(dev)).cpu().numpy()
 
     starts = range(0, len(flat), step)
     if dev.type == "cpu" and hasattr(net, "predict_chunk"):
@@ -123,7 +115,11 @@ def predict(net, signals, *, b_values=None, sigma=None, interval=None, invalid="
     Each voxel's signal is normalised by its S(b=0), the network runs in eval
     mode without gradients (on the GPU if the network is there), and each
     voxel's estimate depends on its own signal (and noise level) only, never
-    on the other voxels in the call (bit for bit on the CPU).
+    on the other voxels in the call: the labelling (which output is Dp) is
+    fixed per network, and float32 matrix products of another shape may move
+    an estimate by float32 rounding (about 1e-6 relative; which rows a CPU
+    kernel groups together depends on the number of voxels). The same call
+    repeated on one machine gives the same bits.
 
     Parameters
     ----------
@@ -244,7 +240,7 @@ def _predict(net, signals, *, b_values=None) -> IVIMParams:
     network's labelling (``net.swapped``, decided once by
     ``decide_labelling`` when it was trained) is applied to every voxel
     alike: each voxel's estimate depends on its own signal only, never on the
-    other voxels in the call (bit for bit on the CPU).
+    other voxels in the call (up to float32 rounding, see ``predict``).
 
     Parameters
     ----------

@@ -10,6 +10,7 @@ import torch
 import ivim_demo as iv
 from ivim_demo import checkpoint
 from ivim_demo.infer import decide_labelling
+from tolerances import assert_estimates_close_to_rounding, network_rounding
 
 
 def _net(seed=0):
@@ -314,13 +315,17 @@ OUTLIER = np.array([1e-3, 0, 0, 0, 1, 1, 1, 1])
 
 
 def _assert_others_unchanged(net, signals, outlier):
+    """The other voxels' estimates with the outlier in the call equal those without it, up to the float32
+    rounding of the network's forward pass (a GEMM of another shape may round a row differently); the
+    labelling cannot flip: a swap moves Dp by far more than that (checked on the voxels themselves)."""
     alone = iv.predict(net, signals)
     n = len(signals)
+    assert np.abs(alone.Dt - alone.Dp).max() > 100 * network_rounding(net)  # a flip would show
     for where in (0, n // 2, n):
         mixed = iv.predict(net, np.insert(signals, where, outlier, axis=0))
         keep = np.delete(np.arange(n + 1), where)
-        for name, a, b in zip(alone._fields, alone, mixed):
-            np.testing.assert_array_equal(b[keep], a, err_msg=f"{name}, outlier at {where} of {n}")
+        assert_estimates_close_to_rounding(iv.IVIMParams(*(v[keep] for v in mixed)), alone, net,
+                                           err_msg=f"outlier at {where} of {n}")
     return mixed
 
 
