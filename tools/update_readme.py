@@ -282,6 +282,26 @@ def _limits(rows):
     return "\n".join(out)
 
 
+def _machine_spread(result):
+    labels = {"05_method_comparison": "05 comparison", "06_ablation": "06 ablation", "06_beyond": "06 over SNR"}
+    rows = []
+    for name, label in labels.items():
+        if name not in result["tables"]:
+            continue
+        s = result["tables"][name]["summary"]
+        d = s["nrmse_difference_in_sd"]
+        rows.append({"table": label, "network NRMSE rows": s["network_rows_over_trainings"],
+                     "difference, median (SDs)": f"{d['median']:.2f}", "largest (SDs)": f"{d['max']:.2f}",
+                     "rows > 2 SDs": d["above_2_sd"],
+                     "largest relative difference": f"{100 * s['nrmse_max_relative_difference']:.0f} %",
+                     "largest rho(Dp, Fp) difference": f"{s['rho_max_abs_difference']:.2f}",
+                     "classical rows, largest relative difference": "—" if s["classical_max_relative_difference"]
+                     is None else f"{s['classical_max_relative_difference']:.0e}"})
+    head = ("Differences between two full `make demo` runs on different numeric paths (`figures/` against "
+            f"`{result['other']}/`), in SDs over trainings (the two runs' SDs pooled).\n\n")
+    return head + markdown_table(rows)
+
+
 def render(root=ROOT):
     """Table name -> Markdown, for every result file present."""
     tables = {}
@@ -301,7 +321,8 @@ def render(root=ROOT):
                                   ("demo_time", _notebook_times, results / "demo_time.json"),
                                   ("stacking", _stacking, results / "stacking.json"),
                                   ("class_time", _notebook_times, results / "class_time.json"),
-                                  ("speed", _speed, results / "speed.json")):
+                                  ("speed", _speed, results / "speed.json"),
+                                  ("machine_spread", _machine_spread, results / "machine_spread.json")):
         if path.is_file():
             tables[name] = render_fn(json.loads(path.read_text()))
     return tables
