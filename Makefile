@@ -32,8 +32,15 @@ demo: $(STAMP)
 class: $(STAMP)
 	$(BIN)/python benchmarks/notebook_times.py --class
 
+# The whole suite, then the tests marked `numerics` (floats through matrix products, chunks, trainings)
+# again under other numeric code paths: a test tuned to one CPU's rounding fails here, not elsewhere.
+NUMERIC_PATHS := MKL_CBWR=COMPATIBLE MKL_CBWR=AVX2 ATEN_CPU_CAPABILITY=default
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+	@for path in $(NUMERIC_PATHS); do \
+		echo "== numerics tests under $$path"; \
+		env $$path $(BIN)/python -m pytest -n 2 --dist loadfile -m numerics -q || exit 1; \
+	done
 
 # JupyterLab on the notebooks folder, with this project's .venv as the kernel.
 lab: $(STAMP)

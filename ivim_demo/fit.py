@@ -634,10 +634,12 @@ _PIECE = 2.5
 #: Most nodes per piece before the piece is split in two.
 _MAX_NODES = 24
 #: float32 is used when 2^-24 times the largest Gaussian log-likelihood terms over the grid is below
-#: this (sigma >~ 0.015 with PARAMETER_BOX); the posterior means then stay within 4e-6 (relative) of
-#: the float64 ones: measured at sigma 0.02-0.2 on an AVX-512 CPU under MKL's default, COMPATIBLE and
-#: AVX2 paths and ATen's default kernels (largest at sigma 0.02, where float32's rounding of the
-#: log-likelihood dominates; at low SNR each block's float32 sum of weights, about 6e-7).
+#: this (sigma >~ 0.015 with PARAMETER_BOX); the posterior means then stay within 4e-6 of the float64
+#: ones, relative to each parameter's largest value (the grid holds a parameter in units of its box, so
+#: its rounding is that of the box's scale: a small Dp moves by up to 1.2e-5 of its own value on a 16^3
+#: grid). Measured at sigma 0.02-0.2 on an AVX-512 CPU under MKL's default, COMPATIBLE and AVX2 paths
+#: and ATen's default kernels (largest at sigma 0.02, where float32's rounding of the log-likelihood
+#: dominates; at low SNR each block's float32 sum of weights, about 6e-7).
 _F32_ROUNDING = 2e-4
 #: Grid points per block of the posterior sums.
 _BLOCK = 4096

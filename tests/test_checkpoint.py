@@ -12,6 +12,8 @@ from ivim_demo import checkpoint
 from ivim_demo.infer import decide_labelling
 from tolerances import assert_estimates_close_to_rounding, network_rounding
 
+pytestmark = pytest.mark.numerics  # run again under other numeric paths (Makefile)
+
 
 def _net(seed=0):
     net = iv.IVIMNet(iv.SEED_B_VALUES, seed=seed)

@@ -13,6 +13,7 @@ import pytest
 
 import ivim_demo as iv
 from ivim_demo import cli, cohort
+from tolerances import assert_close_to_rounding, network_rounding, rounding
 
 B_A = iv.SEED_B_VALUES
 B_B = np.array([0, 20, 50, 100, 200, 400, 600, 800.0])
@@ -67,6 +68,24 @@ def _maps(out, row):
     return {name: np.asarray(nib.load(folder / f"{name}.nii.gz").dataobj) for name in MAPS}
 
 
+def _assert_same_network_maps(got, want, b_values, net, scan):
+    """Maps of one scan fitted by one network (IVIMNetUncertainty) in two processes.
+
+    Another process's MKL need not take this one's path (another thread setting or data alignment may pick
+    another kernel), so Dp, Dt and Fp are equal up to the network's float32 rounding: it computes each as its
+    box's low end plus the box's width times a sigmoid of sums of order-1 terms, so ``network_rounding`` times
+    that width. S0 is the measured S(b=0), passed through: exact. The residual (RMS relative to S(b=0), where the
+    model is S(b=0) times the shape the maps give) moves by at most the RMS change of that shape (triangle
+    inequality), plus the float32 rounding of the stored maps and residual (within 4 float32 epsilons).
+    """
+    np.testing.assert_array_equal(got["S0"], want["S0"], err_msg=scan)
+    for name, width in zip(("Dp", "Dt", "Fp"), (net.hi - net.lo).tolist()):
+        assert_close_to_rounding(got[name], want[name], network_rounding(net), scale=width, err_msg=f"{scan}: {name}")
+    shape = [iv.ivim(b_values, *(m[k].astype(float)[..., None] for k in ("Dp", "Dt", "Fp"))) for m in (got, want)]
+    bound = np.sqrt(np.mean((shape[0] - shape[1]) ** 2, axis=-1)) + rounding(np.float32, 4)
+    assert (np.abs(got["residual"].astype(float) - want["residual"]) <= bound).all(), scan
+
+
 def _csv(out):
     with open(out / "cohort.csv", newline="") as f:
         return list(csv.DictReader(f))
@@ -113,6 +132,8 @@ def test_serial_and_distributed_give_identical_maps(study, fitted, scheduler, tm
     out, serial = fitted
     rows = iv.fit_cohort(root, tmp_path / "out", method="lsq", scheduler=scheduler, progress=False)
     assert [r["status"] for r in serial] == ["fitted"] * 6 and [r["status"] for r in rows] == ["fitted"] * 6
+    # exact: least squares is float64 numpy (no torch, no MKL), each voxel's iterations its own, in the same
+    # chunks in either process
     for a, b in zip(serial, rows):
         maps_a, maps_b = _maps(out, a), _maps(tmp_path / "out", b)
         for name in MAPS:
@@ -260,7 +281,7 @@ def test_one_network_per_acquisition(study, scheduler, tmp_path):
     mtimes = [p.stat().st_mtime_ns for p in models]
     assert [r["status"] for r in iv.fit_cohort(root, out, **options)] == ["skipped"] * 6
     assert [p.stat().st_mtime_ns for p in models] == mtimes  # not retrained
-    # the same networks in this process give the workers' maps exactly (one scan per acquisition)
+    # the same networks in this process give the workers' maps (one scan per acquisition), up to float32 rounding
     distributed = {k: _maps(out, rows[k]) for k in (0, 3)}
     for k in (0, 3):
         shutil.rmtree(out / rows[k]["output"])
@@ -268,7 +289,8 @@ def test_one_network_per_acquisition(study, scheduler, tmp_path):
     assert [r["status"] for r in again] == ["fitted", "skipped", "skipped", "fitted", "skipped", "skipped"]
     assert [p.stat().st_mtime_ns for p in models] == mtimes
     for k in (0, 3):
-        assert all(np.array_equal(distributed[k][name], v) for name, v in _maps(out, again[k]).items())
+        net = iv.load_model(out / "models" / rows[k]["acquisition"] / "supervised.pt")
+        _assert_same_network_maps(_maps(out, again[k]), distributed[k], SCANS[k][2], net, rows[k]["scan"])
 
 
 def test_cohort_help_loads_neither_torch_nor_dask():

@@ -8,6 +8,8 @@ import torch
 import ivim_demo as iv
 from ivim_demo.ensemble import train_stack
 
+pytestmark = pytest.mark.numerics  # run again under other numeric paths (Makefile)
+
 B = iv.SEED_B_VALUES
 
 

@@ -11,7 +11,9 @@ import pytest
 
 import ivim_demo as iv
 from ivim_demo.checks import check_box, check_grid, check_positive, check_whole
-from tolerances import BAYES_F32_RTOL, bayes_float64_rtol
+from tolerances import BAYES_F32_RTOL, assert_close_to_rounding, bayes_float64_rtol
+
+pytestmark = pytest.mark.numerics  # run again under other numeric paths (Makefile)
 
 B = iv.SEED_B_VALUES
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,12 +146,14 @@ def test_chunks_do_not_change_lsq_or_segmented(voxels, fit):
 @pytest.mark.parametrize("s0", ["marginal", "ratio"])
 def test_chunks_do_not_change_bayes_or_sigma(voxels, s0):
     signals, _ = voxels
-    # float32 and float64 paths; other chunks are other matrix shapes, rounded differently (tolerances.py)
+    # float32 and float64 paths; other chunks are other matrix shapes, rounded differently (tolerances.py):
+    # within the path's rounding of each parameter's largest value
     for sigma, rtol in ((0.1, BAYES_F32_RTOL), (0.01, bayes_float64_rtol(0.01))):
         whole = iv.fit_bayes(signals[:300], B, sigma=sigma, grid=(20, 20, 20), s0=s0)
         part = iv.fit_bayes(signals[:300], B, sigma=sigma, grid=(20, 20, 20), chunk=7, s0=s0)
-        for name in iv.IVIMParams._fields:
-            np.testing.assert_allclose(getattr(part, name), getattr(whole, name), rtol=rtol)
+        for name in ("Dp", "Dt", "Fp"):
+            assert_close_to_rounding(getattr(part, name), getattr(whole, name), rtol, err_msg=name)
+        np.testing.assert_allclose(part.S0, whole.S0, rtol=rtol)  # each voxel's S0 on its own scale
     assert iv.estimate_sigma(signals, B, chunk=7) == pytest.approx(iv.estimate_sigma(signals, B), rel=1e-12)
 
 
@@ -201,8 +205,10 @@ def test_bayes_matches_the_exact_rician_posterior_at_every_snr(sigma):
     signals[1, 3] = 3.0  # an outlier far above the model
     est = iv.fit_bayes(signals, B, sigma=sigma, s0="ratio")  # the default 40^3 grid; the ratio posterior's formula
     ref = brute_force_posterior_mean(signals, sigma, iv.PARAMETER_BOX, (40, 40, 40))
-    # float32 path at sigma >= 0.02: BAYES_F32_RTOL (measured within 3.3e-6 on every numeric path)
-    np.testing.assert_allclose(np.stack([est.Dp, est.Dt, est.Fp], axis=1), ref, rtol=BAYES_F32_RTOL)
+    # float32 path at sigma >= 0.02: BAYES_F32_RTOL of each parameter's largest value (measured within 3.3e-6
+    # relative, per value, on every numeric path)
+    for k, name in enumerate(("Dp", "Dt", "Fp")):
+        assert_close_to_rounding(getattr(est, name), ref[:, k], BAYES_F32_RTOL, err_msg=name)
 
 
 def test_bayes_matches_the_exact_posterior_for_a_wide_prior():
@@ -211,7 +217,8 @@ def test_bayes_matches_the_exact_posterior_for_a_wide_prior():
     signals, _ = iv.training_data(10, sigma=0.03, seed=41, box=wide)
     est = iv.fit_bayes(signals, B, sigma=0.03, prior=wide, grid=(16, 15, 14), s0="ratio")
     ref = brute_force_posterior_mean(signals, 0.03, wide, (16, 15, 14))
-    np.testing.assert_allclose(np.stack([est.Dp, est.Dt, est.Fp], axis=1), ref, rtol=BAYES_F32_RTOL)
+    for k, name in enumerate(("Dp", "Dt", "Fp")):
+        assert_close_to_rounding(getattr(est, name), ref[:, k], BAYES_F32_RTOL, err_msg=name)
 
 
 def test_bayes_restores_torch_threads():

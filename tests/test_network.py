@@ -6,6 +6,8 @@ import torch
 
 import ivim_demo as iv
 
+pytestmark = pytest.mark.numerics  # run again under other numeric paths (Makefile)
+
 
 def test_network_is_the_seed_architecture():
     net = iv.IVIMNet(iv.SEED_B_VALUES)
@@ -37,12 +39,15 @@ def test_training_recovers_dt_and_fp(trained_net, held_out):
     signals, truth = held_out
     est = iv.predict(net, signals)
     assert est.Dt.shape == (2000,)
-    # the seed's network after a short training (20k voxels, <= 40 epochs) on SNR 200 data:
-    # median Dt error below 20 %, median Fp error below 0.08 (an untrained net: ~9000 % and 0.7)
-    assert np.median(np.abs(est.Dt - truth.Dt) / truth.Dt) < 0.20
+    # the seed's network after a short training (20k voxels, <= 80 epochs) on SNR 200 data. How far it gets depends
+    # on the numeric path (another CPU's or MKL's rounding sends the training elsewhere, as another seed does): over
+    # 5 training seeds on 4 numeric paths, median Dt error 5-28 %, median Fp error 0.013-0.061, rank correlation
+    # 0.85-0.96 (Dt) and 0.77-0.95 (Fp). An untrained net: Dt error 1200-30000 %, Fp error 0.07-0.71, Dt rank
+    # correlation -0.87 to 0.43 (its Fp ranking can be right by chance, up to 0.93: the Dt checks fail it)
+    assert np.median(np.abs(est.Dt - truth.Dt) / truth.Dt) < 0.35
     assert np.median(np.abs(est.Fp - truth.Fp)) < 0.08
-    assert iv.spearman(est.Dt, truth.Dt) > 0.9
-    assert iv.spearman(est.Fp, truth.Fp) > 0.9
+    assert iv.spearman(est.Dt, truth.Dt) > 0.7
+    assert iv.spearman(est.Fp, truth.Fp) > 0.6
     np.testing.assert_allclose(est.S0, signals[:, 0])
 
 

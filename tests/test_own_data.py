@@ -155,9 +155,11 @@ def test_cli_ivimnet_with_a_trained_model(scan, tmp_path, trained_net):
     assert not list(out.glob("*.pt"))  # the given model is used, not retrained
     assert json.loads((out / "summary.json").read_text())["method"] == "ivimnet"  # read off the model
     errs = _median_errors(out, ph, ["Dt", "Fp"])
-    # the seed net after a short training on the box: Dt within 20 % in all three tissues, Fp within
-    # 25 % in liver and pancreas; kidney cortex (Dt 1.9e-3, at the box's edge) is left out for Fp
-    assert max(errs[("Dt", t)] for t in ("liver", "kidney cortex", "pancreas")) < 0.2, errs
+    # the seed net after a short training on the box: Dt within 45 % in all three tissues, Fp within 25 % in liver
+    # and pancreas; kidney cortex (Dt 1.9e-3, at the box's edge) is left out for Fp. Measured over 5 training seeds
+    # of the fixture on 4 numeric paths (which send the training elsewhere, as another seed does): Dt 5-35 %
+    # (this seed 13-26 %), Fp 2-12 %; an untrained net: Dt 1300-35000 %, Fp 17-280 %
+    assert max(errs[("Dt", t)] for t in ("liver", "kidney cortex", "pancreas")) < 0.45, errs
     assert max(errs[("Fp", t)] for t in ("liver", "pancreas")) < 0.25, errs
 
 
@@ -301,7 +303,7 @@ def test_cli_supervised_writes_posterior_sd_maps(uniform_scan, tmp_path, capsys)
         lo, hi = iv.IN_VIVO_BOX[name]
         assert (sd[mask] < (hi - lo) / 2).all()
         # one tissue: the spread of the estimates over the voxels is their spread over noise realisations
-        # (measured after 10 epochs: 0.84-1.56 times; trained to convergence 0.87-1.30)
+        # (measured after 10 epochs: 0.62-1.43 times over 5 seeds on 4 numeric paths; trained to convergence 0.87-1.30)
         ratio = np.median(sd[mask]) / est[mask].std()
         assert 1 / 3 < ratio < 3, (name, ratio)
         sds[name] = sd

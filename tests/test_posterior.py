@@ -4,9 +4,22 @@ import pytest
 
 import ivim_demo as iv
 from ivim_demo.posterior import _brute_force
+from tolerances import BAYES_F32_RTOL
+
+pytestmark = pytest.mark.numerics  # run again under other numeric paths (Makefile)
 
 B = iv.SEED_B_VALUES
 FIELDS = iv.IVIMParams._fields
+
+
+def f32_rounding(mean):
+    """fit_bayes's float32 path (sigma >~ 0.015 here, see fit._F32_ROUNDING) against float64, or two of its fits
+    through other float32 matrix shapes (chunks, S0 windows): ``BAYES_F32_RTOL`` of each parameter's largest
+    posterior mean over the voxels, (4,) for means (n, 4). Of the largest, not of each value: the grid holds each
+    parameter in units of its box, so a small value carries the rounding of the largest (measured at sigma 0.02,
+    grids 16-40: means, SDs and interval ends within 3e-6 of the box's width; a small Dp's mean up to 1.2e-5 of
+    its own value)."""
+    return BAYES_F32_RTOL * np.abs(mean).max(axis=0)
 
 
 def stacked(params):
@@ -24,8 +37,9 @@ def test_marginal_posterior_matches_brute_force(snr):
     post = fit(signals, sigma, interval=0.9, grid=grid)
     ref = _brute_force(signals, B, sigma, iv.PARAMETER_BOX, grid, step=1 / 6, half_width=10.0)
     assert ref["edge"].max() < 1e-12  # the reference's S0 grid holds the whole posterior
-    for field in ("mean", "sd", "lower", "upper"):  # errors in units of each voxel's posterior SD
-        err = (np.abs(stacked(getattr(post, field)) - ref[field]) / ref["sd"]).max(axis=0)
+    for field in ("mean", "sd", "lower", "upper"):  # errors in units of each voxel's posterior SD, beyond the
+        # float32 path's rounding (the reference is float64; at SNR 50 float32 adds up to 6e-5 SD, float64 1e-6)
+        err = ((np.abs(stacked(getattr(post, field)) - ref[field]) - f32_rounding(ref["mean"])) / ref["sd"]).max(axis=0)
         assert (err[:3] < 1e-4).all(), (field, err)  # Dp, Dt, Fp: same grid, same cell CDF
         # S0: mean and SD to 1e-4; interval ends (sinc CDF vs the reference's cell CDF on a finer grid) 0.03
         assert err[3] < (1e-4 if field in ("mean", "sd") else 0.03), (field, err)
@@ -90,23 +104,27 @@ def test_window_is_wide_enough_and_widening_or_summing_online_changes_nothing(vo
     with monkeypatch.context() as patch:  # every chunk summed again with a running maximum
         patch.setattr(pm, "_ABOVE_PROBE", -1000.0)
         online = fit(voxels, 0.05, interval=0.8, grid=(10, 10, 10))
+    # other windows put other numbers of S0 nodes (matrix rows) in each float32 product and summing online
+    # rounds otherwise, so beyond the float32 path's rounding (f32_rounding); a window left too narrow (not widened)
+    # moves the means by 0.2-0.8 posterior SDs (3-13 %)
+    allowed = f32_rounding(stacked(base.mean))
     for other in (wide, narrow, dense, online):
         for field in ("mean", "sd"):
-            err = np.abs(stacked(getattr(other, field)) - stacked(getattr(base, field))) / stacked(base.sd)
+            err = (np.abs(stacked(getattr(other, field)) - stacked(getattr(base, field))) - allowed) / stacked(base.sd)
             assert err.max() < 1e-5, field
 
 
 def test_signal_units_and_chunks(voxels):
     post = fit(voxels, 0.05, interval=0.9, grid=(10, 10, 10))
     scaled = fit(voxels * 1500.0, 0.05 * 1500.0, interval=0.9, grid=(10, 10, 10), chunk=3)
-    for field in post._fields:
-        for k in FIELDS:
-            unit = 1500.0 if k == "S0" else 1.0
-            np.testing.assert_allclose(getattr(getattr(scaled, field), k), unit * getattr(getattr(post, field), k),
-                                       rtol=1e-5)
     again = fit(voxels, 0.05, interval=0.9, grid=(10, 10, 10), chunk=7)
+    unit = np.array([1.0, 1.0, 1.0, 1500.0])
+    allowed = f32_rounding(stacked(post.mean))
+    # other signal units (and 3 voxels per float32 product), 7 voxels per product instead of 16: equal up to
+    # the float32 path's rounding (f32_rounding)
     for field in post._fields:
-        np.testing.assert_allclose(stacked(getattr(again, field)), stacked(getattr(post, field)), rtol=1e-9)
+        for other in (stacked(getattr(scaled, field)) / unit, stacked(getattr(again, field))):
+            assert (np.abs(other - stacked(getattr(post, field))) <= allowed).all(), field
 
 
 def test_shapes_mean_only_and_invalid_voxels(voxels):
@@ -119,7 +137,7 @@ def test_shapes_mean_only_and_invalid_voxels(voxels):
     bad = voxels[:5].copy()
     bad[2, 3] = np.nan
     out = fit(bad, 0.05, interval=0.9, grid=(6, 6, 6), invalid="nan")
-    alone = fit(bad[[0, 1, 3, 4]], 0.05, interval=0.9, grid=(6, 6, 6))
+    alone = fit(bad[[0, 1, 3, 4]], 0.05, interval=0.9, grid=(6, 6, 6))  # the same 4 voxels in one call, same shapes
     for field in post._fields:
         assert np.isnan(stacked(getattr(out, field))[2]).all()
         np.testing.assert_allclose(stacked(getattr(out, field))[[0, 1, 3, 4]], stacked(getattr(alone, field)),

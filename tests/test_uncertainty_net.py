@@ -4,6 +4,9 @@ import pytest
 import torch
 
 import ivim_demo as iv
+from tolerances import assert_close_to_rounding, network_rounding
+
+pytestmark = pytest.mark.numerics  # run again under other numeric paths (Makefile)
 
 B = iv.SEED_B_VALUES
 
@@ -18,6 +21,13 @@ def net():
 @pytest.fixture(scope="module")
 def held_out():
     return iv.training_data(4000, B, sigma=1 / 30, seed=77)
+
+
+def _box_width(net):
+    """Per parameter, the width of the network's box: it computes every estimate as the box's low end plus this width
+    times a sigmoid of sums of order-1 terms, so their float32 rounding moves the estimate by ``network_rounding(net)``
+    times this width (the scale to give ``assert_close_to_rounding``)."""
+    return dict(zip(iv.PARAMS, (net.hi - net.lo).tolist()))
 
 
 def _coverage(post, truth):
@@ -58,18 +68,21 @@ def test_intervals_cover_about_90_percent_and_means_beat_least_squares(net, held
     signals, truth = held_out
     post = iv.predict(net, signals, sigma=1 / 30, interval=0.9)
     cover = _coverage(post, truth)
-    # a tiny training is not calibrated to 1 %, but near 90 % (0.89-0.91 here); an untrained network: 0.50
+    # a tiny training is not calibrated to 1 %, but near 90 % (0.88-0.93 over 5 training seeds on 4 numeric
+    # paths); an untrained network: 0.45-0.52
     for k, c in cover.items():
         assert 0.84 <= c <= 0.96, (k, c)
     lsq = iv.fit_lsq(signals, B)
     for k in iv.PARAMS:
         assert iv.nrmse(getattr(post.mean, k), getattr(truth, k)) < iv.nrmse(getattr(lsq, k), getattr(truth, k))
-    # the SD head follows the actual error: voxels it calls uncertain have larger errors (1.33 times here,
-    # untrained 1.03 and 0.79; Dp's posterior SD varies too little at SNR 30 to tell)
+    # the SD head follows the actual error: voxels it calls uncertain have larger errors (1.33 times here, 1.19-1.52
+    # over 8 training seeds, each moved < 0.01 by the 4 numeric paths tried; split by the exact posterior's SD: 1.61
+    # (Dt), 1.47 (Fp); Dp's posterior SD varies too little at SNR 30 to tell). An untrained network's SD is nearly
+    # constant and splits the voxels at random (0.79-1.20): the coverage bound above is what it fails.
     for k in ("Dt", "Fp"):
         err = np.abs(getattr(post.mean, k) - getattr(truth, k))
         sd = getattr(post.sd, k)
-        assert err[sd > np.median(sd)].mean() > 1.2 * err[sd <= np.median(sd)].mean(), k
+        assert err[sd > np.median(sd)].mean() > 1.1 * err[sd <= np.median(sd)].mean(), k
 
 
 def test_untrained_network_fails_the_coverage_bound(held_out):
@@ -82,11 +95,13 @@ def test_untrained_network_fails_the_coverage_bound(held_out):
 def test_noise_input_matters_and_per_voxel_sigma(net):
     signals, _ = iv.training_data(200, B, sigma=0.02, seed=4)
     low, high = iv.predict(net, signals, sigma=0.005, interval=0.9), iv.predict(net, signals, sigma=0.1, interval=0.9)
-    for k in ("Dt", "Fp"):  # more noise: wider intervals (about 2x here; untrained: 1.0)
+    for k in ("Dt", "Fp"):  # more noise: wider intervals (about 2x here, 1.49-3.2 over 5 training seeds; untrained 1)
         assert np.median(getattr(high.upper, k) - getattr(high.lower, k)) > \
-            1.5 * np.median(getattr(low.upper, k) - getattr(low.lower, k))
+            1.2 * np.median(getattr(low.upper, k) - getattr(low.lower, k))
     sigma = np.where(np.arange(200) % 2, 0.005, 0.1)
     both = iv.predict(net, signals, sigma=sigma, interval=0.9)
+    # exact: the same 200 rows in every call, each row's inputs the same numbers (a matrix product of one shape
+    # computes a row from that row alone)
     for field_both, field_low, field_high in zip(both, low, high):
         for a, lo, hi in zip(field_both, field_low, field_high):
             np.testing.assert_array_equal(a[1::2], lo[1::2])
@@ -105,8 +120,14 @@ def test_estimate_does_not_depend_on_the_other_voxels(net):
     signals, _ = iv.training_data(40_000, B, sigma=0.02, seed=6)
     whole = iv.predict(net, signals, sigma=0.02)
     part = iv.predict(net, signals[17:20], sigma=0.02)
-    for a, b in zip(whole, part):
-        np.testing.assert_array_equal(a[17:20], b)
+    # 3 voxels in the call instead of 40 000 (three chunks): float32 matrix products of other shapes round
+    # differently, so equal up to the network's float32 rounding; the voxels' own estimates differ by far more
+    tol, width = network_rounding(net), _box_width(net)
+    for k in iv.PARAMS:
+        a, b = getattr(whole, k)[17:20], getattr(part, k)
+        assert_close_to_rounding(b, a, tol, scale=width[k], err_msg=k)
+        assert np.ptp(getattr(whole, k)[15:22]) > 100 * tol * width[k], k
+    np.testing.assert_array_equal(part.S0, whole.S0[17:20])  # the measured S(b=0), passed through
 
 
 def test_invalid_nan_keeps_the_valid_voxels(net):
@@ -118,7 +139,9 @@ def test_invalid_nan_keeps_the_valid_voxels(net):
     ref = iv.predict(net, signals, sigma=0.02, interval=0.9)
     assert np.isnan(post.mean.Dp[3]) and np.isnan(post.upper.Fp[3])
     keep = np.arange(20) != 3
-    np.testing.assert_array_equal(post.lower.Dt[keep], ref.lower.Dt[keep])
+    # 19 voxels in the call instead of 20: equal up to the network's float32 rounding (other matrix shapes)
+    assert_close_to_rounding(post.lower.Dt[keep], ref.lower.Dt[keep], network_rounding(net),
+                             scale=_box_width(net)["Dt"])
     with pytest.raises(ValueError, match="NaN or inf"):
         iv.predict(net, bad, sigma=0.02)
 
