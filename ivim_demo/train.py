@@ -202,7 +202,9 @@ def train(
         of the training voxels, so every voxel is used equally often.
     seed : int
         Seeds the split and the shuffling (and dropout); same seed, data and
-        network seed give identical weights on the same device.
+        network seed give identical weights on the same machine. Another CPU
+        or MKL code path rounds differently, and the training may then take
+        another path (README, *Across machines*).
     progress : bool
         Show a tqdm progress bar over epochs with the loss.
     sigma : float or array_like, optional
