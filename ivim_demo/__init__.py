@@ -10,8 +10,6 @@ submodule on first use, so ``import ivim_demo`` and ``import ivim_demo.signal_mo
 stay light: torch and matplotlib load only when something needs them.
 """
 import importlib
-import sys
-import types
 
 __version__ = "0.1.0"
 
@@ -47,7 +45,7 @@ _SOURCES = {
               "save_figure"],
     "simulate": ["PHANTOM_REGIONS", "add_rician_noise", "phantom", "phantom_regions", "sample_params",
                  "scan_like_data", "training_data"],
-    "train": ["TrainHistory", "device", "train", "training_warnings"],
+    "training": ["TrainHistory", "device", "train", "training_warnings"],
     "ensemble": ["train_stack"],
     "calibration": ["coverage", "posterior_limits"],
     "image_fit": ["VolumeFit", "fit_volume", "method_of"],
@@ -75,20 +73,3 @@ def __getattr__(name):
 
 def __dir__():
     return sorted({*globals(), *_EXPORTS, *_SUBMODULES})
-
-
-class _Package(types.ModuleType):
-    """Keeps a public name that shares its submodule's name (``train``) bound to the function.
-
-    Importing ``ivim_demo.train`` makes Python set the package attribute ``train``
-    to the submodule; the eager ``from .train import train`` used to rebind it to
-    the function, and this does the same lazily.
-    """
-
-    def __setattr__(self, name, value):
-        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -7,7 +7,7 @@ import numpy as np
 
 from .checks import check_b_values
 from .signal_model import SEED_B_VALUES, IVIMParams, ivim
-from .simulate import _rng, add_rician_noise
+from .simulate import add_rician_noise, as_generator
 
 __all__ = ["TISSUES", "AnatomicalPhantom", "anatomical_phantom"]
 
@@ -109,7 +109,7 @@ def anatomical_phantom(shape=(64, 64, 4), *, snr=50.0, variation=0.05, direction
         raise ValueError(f"snr must be a positive number, got {snr!r}.")
     if variation < 0 or int(directions) < 1:
         raise ValueError("variation must be >= 0 and directions >= 1.")
-    rng = _rng(seed)
+    rng = as_generator(seed)
     labels = _labels(tuple(int(s) for s in shape))
     table = np.array([TISSUES[k][1] for k in sorted(TISSUES)])  # (tissues, 4)
     values = table[labels] * (1 + variation * rng.standard_normal(labels.shape + (4,)))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compare import _held_out
+from .compare import held_out
 from .fit import fit_bayes
 from .infer import predict
 from .metrics import PARAMS, normalised_bias, nrmse
@@ -70,7 +70,7 @@ def posterior_limits(snrs, *, n_test, levels=(0.5, 0.8, 0.9, 0.95), net=None, b_
     prior_sd = {p: (PARAMETER_BOX[p][1] - PARAMETER_BOX[p][0]) / np.sqrt(12) for p in PARAMS}
     rows, calibration = [], []
     for snr in snrs:
-        signals, truth = _held_out(snr, n_test, b_values, seed)
+        signals, truth = held_out(snr, n_test, b_values, seed)
         known = np.array(signals, dtype=float)
         known[..., 0] = truth.S0
         estimates = {"Bayes, S0 known": (fit_bayes(known, b_values, sigma=1 / snr, s0="ratio", grid=grid), None)}

@@ -25,6 +25,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .methods import DEFAULT_METHOD, METHODS, NETWORK_METHODS
+from .outputs import Staging, check_enough_b_values, write_outputs
+from .threads import one_torch_thread
 
 __all__ = ["Scan", "Acquisition", "COHORT_COLUMNS", "LABELS_GLOB", "POOL_VOXELS", "find_scans", "group_scans",
            "read_b_values", "acquisition_id", "pooled_voxels", "train_models", "fit_scan", "fit_cohort"]
@@ -146,7 +148,6 @@ def read_b_values(bval_path) -> np.ndarray:
     import warnings
 
     from .checks import check_b_values
-    from .cli import check_enough_b_values
     from .nifti import average_directions
 
     if bval_path is None:
@@ -200,7 +201,6 @@ def group_scans(scans) -> tuple:
 def _load(scan, average):
     """The scan's direction-averaged DWI, b-values, affine, and the voxels to fit (training uses the same)."""
     from . import mask, nifti
-    from .cli import check_enough_b_values
 
     if scan.bval is None:
         read_b_values(None)
@@ -361,7 +361,7 @@ def fit_scan(scan, out, *, acquisition, method=DEFAULT_METHOD, stamp="", model=N
 
     Loads the scan, masks it (``make_mask``, as training does), fits it with ``fit_volume`` (with the
     network loaded from ``model`` for a network method) and writes what ``python -m ivim_demo fit`` writes
-    (``cli.write_outputs``) into a staging folder that replaces the output folder only when complete.
+    (``outputs.write_outputs``) into a staging folder that replaces the output folder only when complete.
     Runs on one torch thread.
 
     Returns
@@ -370,44 +370,39 @@ def fit_scan(scan, out, *, acquisition, method=DEFAULT_METHOD, stamp="", model=N
         The scan's ``cohort.csv`` row: status ``"fitted"``, or ``"failed"`` with the one-line reason when
         the scan cannot be read, masked or fitted, or its outputs cannot be written.
     """
-    import torch
-
     from . import checkpoint, image_fit, nifti
-    from .cli import _Staging, write_outputs
 
-    threads, start = torch.get_num_threads(), time.perf_counter()
-    torch.set_num_threads(1)
-    target = os.path.join(out, scan.folder)
-    try:
-        dwi, b, affine, keep, excluded = _load(scan, average)
-        labels = None
-        if scan.labels:
-            labels = np.nan_to_num(np.asarray(nifti.load_mask(scan.labels, affine=affine), float))
-            if labels.shape != keep.shape:
-                raise ValueError(f"the label image {scan.labels!r} has shape {labels.shape}, the scan "
-                                 f"{keep.shape}; give labels on the DWI's voxel grid.")
-            labels = np.rint(labels).astype(int)
-        net = checkpoint.load_model(model) if model else None
-        fit = image_fit.fit_volume(dwi, b, keep, method=method, net=net, seed=seed, progress=False)
-        record = {"stamp": stamp, "acquisition": acquisition, "model_sha256": model_sha256,
-                  "columns": _columns(fit, keep, labels), "labels": scan.labels}
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        staging = _Staging(target)
+    start = time.perf_counter()
+    with one_torch_thread():
+        target = os.path.join(out, scan.folder)
         try:
-            summary = write_outputs(fit, keep, excluded, affine, staging.path, out=target, b_values=b,
-                                    shape=dwi.shape, save_net=False, input=os.path.abspath(scan.dwi),
-                                    average=average, mask="automatic", model=model, seed=seed, cohort=record)
-            staging.publish()
-        finally:
-            staging.discard()
-    except ValueError as err:
-        return _row(scan, acquisition, "failed", reason=_one_line(err))
-    except OSError as err:  # disk full, permissions
-        return _row(scan, acquisition, "failed", reason=f"cannot write the outputs to {target!r} "
-                                                        f"({_one_line(err.strerror or err)}); free disk space or "
-                                                        "make OUT writable, then run again")
-    finally:
-        torch.set_num_threads(threads)
+            dwi, b, affine, keep, excluded = _load(scan, average)
+            labels = None
+            if scan.labels:
+                labels = np.nan_to_num(np.asarray(nifti.load_mask(scan.labels, affine=affine), float))
+                if labels.shape != keep.shape:
+                    raise ValueError(f"the label image {scan.labels!r} has shape {labels.shape}, the scan "
+                                     f"{keep.shape}; give labels on the DWI's voxel grid.")
+                labels = np.rint(labels).astype(int)
+            net = checkpoint.load_model(model) if model else None
+            fit = image_fit.fit_volume(dwi, b, keep, method=method, net=net, seed=seed, progress=False)
+            record = {"stamp": stamp, "acquisition": acquisition, "model_sha256": model_sha256,
+                      "columns": _columns(fit, keep, labels), "labels": scan.labels}
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            staging = Staging(target)
+            try:
+                summary = write_outputs(fit, keep, excluded, affine, staging.path, out=target, b_values=b,
+                                        shape=dwi.shape, save_net=False, input=os.path.abspath(scan.dwi),
+                                        average=average, mask="automatic", model=model, seed=seed, cohort=record)
+                staging.publish()
+            finally:
+                staging.discard()
+        except ValueError as err:
+            return _row(scan, acquisition, "failed", reason=_one_line(err))
+        except OSError as err:  # disk full, permissions
+            return _row(scan, acquisition, "failed", reason=f"cannot write the outputs to {target!r} "
+                                                            f"({_one_line(err.strerror or err)}); free disk space or "
+                                                            "make OUT writable, then run again")
     return _row(scan, acquisition, "fitted", record=record, warnings=summary["warnings"],
                 seconds=round(time.perf_counter() - start, 3), worker_rss_mb=_peak_rss_mb())
 

@@ -13,7 +13,7 @@ from .signal_model import SEED_B_VALUES
 from .recipes import ABLATION, train_jobs
 from .simulate import training_data
 
-__all__ = ["SPREAD_COLUMNS", "fit_all", "score", "compare_over_snr", "compare_at_snr", "ablation"]
+__all__ = ["SPREAD_COLUMNS", "fit_all", "score", "compare_over_snr", "compare_at_snr", "ablation", "held_out"]
 
 
 def fit_all(signals, b_values, *, snr=None, sigma=None, net=None, bayes_grid=(40, 40, 40)):
@@ -158,7 +158,7 @@ def compare_over_snr(snrs, *, n_test, n_train, n_repeats=1, networks=None, b_val
         print(f"trained in {time.perf_counter() - start:.0f} s", flush=True)
     rows, estimates, truths = [], {}, {}
     for snr in snrs:
-        signals, truths[snr] = _held_out(snr, n_test, b_values, seed)
+        signals, truths[snr] = held_out(snr, n_test, b_values, seed)
         nets = {label: [next(trained) for _ in range(n_repeats)] for label in networks}
         runs, seconds = {}, {}
         for label, group in nets.items():
@@ -214,8 +214,18 @@ def _capped(train_options, max_epochs):
     return {**train_options, "max_epochs": min(train_options["max_epochs"], max_epochs)}
 
 
-def _held_out(snr, n, b_values, seed):
-    """The test voxels both the comparison and the ablation score on (same seed -> same voxels)."""
+def held_out(snr, n, b_values, seed):
+    """The held-out test voxels the comparison, the ablation and the calibration score on.
+
+    ``training_data(n, b_values, sigma=1/snr, seed=seed + 7919)``: S0 = 1, Rician noise at SNR ``snr``,
+    parameters uniform on the seed's box; the same seed gives the same voxels.
+
+    Returns
+    -------
+    signals : numpy.ndarray
+        ``(n, n_b)``.
+    truth : IVIMParams
+    """
     return training_data(n, b_values, sigma=1.0 / snr, seed=seed + 7919)
 
 
@@ -243,7 +253,7 @@ def ablation(snr, *, n_test, n_train, steps=ABLATION, n_repeats=1, b_values=SEED
         columns are means over the trainings with ``<column>_sd`` beside them
         (see ``compare_over_snr``).
     """
-    signals, truth = _held_out(snr, n_test, b_values, seed)
+    signals, truth = held_out(snr, n_test, b_values, seed)
     jobs = [{"snr": snr, "method": method, "seed": seed + k, "n": n_train, "b_values": b_values,
              "max_epochs": max_epochs, "net_options": net_opts, "train_options": _capped(train_opts, max_epochs)}
             for _, method, net_opts, train_opts in steps for k in range(n_repeats)]

@@ -20,8 +20,10 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
-from .train import (TrainHistory, _DIVERGED, _check_options, _finish, _loss, _member, _one_cpu_thread,
-                    _check_positive_int, device)
+from .checks import check_whole
+from .threads import one_torch_thread
+from .training import (DIVERGED, TrainHistory, check_train_options, device, finish_training, training_inputs,
+                    training_loss)
 
 __all__ = ["train_stack"]
 
@@ -83,19 +85,19 @@ def train_stack(nets, signals, *, seeds, targets=None, validation_fraction=None,
     """
     nets, signals, seeds = list(nets), list(signals), [int(s) for s in seeds]
     k = len(nets)
-    _check_positive_int("the number of networks", k)
+    check_whole(k, name="the number of networks")
     if len(signals) != k or len(seeds) != k or (targets is not None and len(targets) != k):
         raise ValueError(f"train_stack needs one signal array and one seed (and one targets) per network: "
                          f"got {k} networks, {len(signals)} signal arrays, {len(seeds)} seeds"
                          + ("" if targets is None else f", {len(targets)} targets") + ".")
-    _check_options(batch_size=batch_size, patience=patience, max_epochs=max_epochs, lr=lr, lr_patience=lr_patience)
+    check_train_options(batch_size=batch_size, patience=patience, max_epochs=max_epochs, lr=lr, lr_patience=lr_patience)
     first = _architecture(nets[0])
     for i, net in enumerate(nets[1:], 1):
         if _architecture(net) != first:
             raise ValueError(f"network {i} differs from network 0 in class, settings or shape; train_stack "
                              "stacks networks of one architecture (only their seeds may differ).")
     dev = device()
-    members = [_member(net, s, None if targets is None else targets[i], validation_fraction, batch_size,
+    members = [training_inputs(net, s, None if targets is None else targets[i], validation_fraction, batch_size,
                        seeds[i], dev) for i, (net, s) in enumerate(zip(nets, signals))]
     sizes = {(len(m[1]), len(m[5])) for m in members}
     if len(sizes) != 1:
@@ -105,15 +107,15 @@ def train_stack(nets, signals, *, seeds, targets=None, validation_fraction=None,
         net.to(dev)
     histories = [TrainHistory(members=k) for _ in nets]
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]), _one_cpu_thread(dev):
+    with torch.random.fork_rng(devices=[]), one_torch_thread(dev):
         torch.manual_seed(seeds[0])
         best = _Stack(nets, members, lr, lr_patience, batch_size, dev).run(histories, patience, max_epochs, progress)
     for i, (net, history) in enumerate(zip(nets, histories)):
         if best[i] is None:
-            raise ValueError(f"network {i}: {_DIVERGED}")
+            raise ValueError(f"network {i}: {DIVERGED}")
         net.load_state_dict(best[i])
         history.seconds = time.perf_counter() - start
-        _finish(net, history, members[i][0])
+        finish_training(net, history, members[i][0])
     return histories
 
 
@@ -172,7 +174,7 @@ class _Stack:
         base.train(training)
 
         def one(p, b, x, t):
-            return _loss(base, functional_call(base, (p, b), (x,)), x, t, box_units)
+            return training_loss(base, functional_call(base, (p, b), (x,)), x, t, box_units)
 
         if y is None:
             return vmap(lambda p, b, x: one(p, b, x, None), randomness="different")(self._params(), self.buffers,

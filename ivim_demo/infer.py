@@ -9,6 +9,7 @@ import torch
 from .checks import check_signals, invalid_option, valid_voxels
 from .signal_model import IVIMParams
 from .networks import acquisition_matches, noise_input
+from .threads import one_torch_thread
 
 __all__ = ["predict", "decide_labelling", "swap_guard"]
 
@@ -58,9 +59,7 @@ def _encode(net, signals, sigma=None):
     if dev.type == "cpu" and hasattr(net, "predict_chunk"):
         # chunks side by side, one per thread, torch single-threaded: on a shared machine torch's own
         # threads spin-wait on each other's small ops (1M voxels: 0.8 s on 1 thread, 4-10 s on 2)
-        from .fit import _one_torch_thread
-
-        with _one_torch_thread() as workers, ThreadPoolExecutor(workers) as pool:
+        with one_torch_thread() as workers, ThreadPoolExecutor(workers) as pool:
             outs = list(pool.map(run, starts))
     else:
         outs = [run(start) for start in starts]

@@ -15,7 +15,7 @@ from torch import nn
 from .checks import check_b_values, check_box
 from .signal_model import FIT_BOUNDS, IVIMParams, ivim
 
-__all__ = ["IVIMNet", "IVIMNetOptim", "IVIMNetUncertainty", "UNCERTAINTY_SNR_RANGE", "noise_input"]
+__all__ = ["IVIMNet", "IVIMNetOptim", "IVIMNetUncertainty", "UNCERTAINTY_SNR_RANGE", "noise_input", "check_snr_range"]
 
 
 class IVIMNet(nn.Module):
@@ -296,7 +296,7 @@ class IVIMNetUncertainty(nn.Module):
 
         b = check_b_values(b_values)
         bounds = check_box(bounds or {}, name="bounds", defaults=PARAMETER_BOX)
-        lo_snr, hi_snr = _check_snr_range(snr_range)
+        lo_snr, hi_snr = check_snr_range(snr_range)
         if not (isinstance(level, (int, float)) and 0 < level < 1):
             raise ValueError(f"level must be a credible level between 0 and 1 (e.g. 0.9), got {level!r}.")
         if isinstance(width, bool) or int(width) != width or width < 1 or isinstance(depth, bool) \
@@ -385,7 +385,7 @@ class IVIMNetUncertainty(nn.Module):
         return {"b_values": self.b_values.tolist(), **self.options}
 
 
-def _check_snr_range(snr_range):
+def check_snr_range(snr_range):
     """(low, high) SNR pair as floats, 0 < low < high."""
     try:
         lo, hi = (float(v) for v in snr_range)

@@ -14,10 +14,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .fit import _log_i0e
+from .likelihood import log_i0e
 from .signal_model import IVIMParams
 
-__all__ = ["Posterior"]
+__all__ = ["Posterior", "MarginalPass", "MAX_WIDEN", "edges_needing_room", "s0_nodes", "s0_step", "s0_summaries",
+           "s0_windows", "summaries", "unit_models"]
 
 
 class Posterior(NamedTuple):
@@ -54,7 +55,9 @@ _S0_TAIL = 5.0
 #: this fraction of its largest node: then less than about 1e-7 of the mass lies outside.
 _S0_EDGE = 1e-7
 #: Widening rounds before giving up (each adds half the window on the side that needs it).
-_MAX_WIDEN = 8
+MAX_WIDEN = 8
+
+
 def s0_step(m_full, sigma):
     """Spacing (signal units) of the S0 nodes for models m_full (n_b, G)."""
     return _S0_STEP * sigma / np.sqrt((m_full**2).sum(axis=0)).max()
@@ -108,7 +111,7 @@ def s0_nodes(lo, hi, h):
 class MarginalPass:
     """One S0-marginal posterior evaluation on a fixed grid, for voxels with given S0 nodes.
 
-    Built once per call and window round: ``post`` is a ``fit._BayesPosterior``
+    Built once per call and window round: ``post`` is a ``likelihood.GridLikelihood``
     over the b > 0 models with an offset row, block-aligned with whole Dp
     slices of the grid, so each block's weights sum to the marginals of Dp,
     Dt and Fp by reshaping.
@@ -143,7 +146,7 @@ class MarginalPass:
         yb = y[owner, 1:]
         # per-row terms that do not depend on (Dp, Dt, Fp): the b = 0 sample and the grid-mean part
         const = ((s * (yb @ c) - s**2 * (c @ c) / 2) + s * y[owner, 0] - s**2 / 2) / s2c
-        const += _log_i0e(s * y[owner, 0] / s2c)
+        const += log_i0e(s * y[owner, 0] / s2c)
         best = np.full(n, -np.inf)
         np.maximum.at(best, owner, const)
         X = torch.from_numpy(post.features(s[:, None] * yb, s**2, const - best[owner])).to(post.dtype)
@@ -162,7 +165,7 @@ class MarginalPass:
         """Weights summed per S0 row and per voxel over the Dp, Dt and Fp cells."""
         import torch
 
-        dtype, acc = self.post.dtype, torch.float64  # sums across blocks in float64 (see fit._BLOCK)
+        dtype, acc = self.post.dtype, torch.float64  # sums across blocks in float64 (see likelihood.BLOCK)
         top = torch.full((n,), -torch.inf, dtype=acc)
         rows = torch.zeros(len(X), dtype=acc)
         dp = torch.zeros((n, self.grid[0]), dtype=acc)

@@ -15,12 +15,12 @@ import numpy as np
 from .checks import check_b_values, check_signals
 from .fit import estimate_sigma
 from .signal_model import PARAMETER_BOX, SEED_B_VALUES
-from .networks import IVIMNet, IVIMNetOptim, IVIMNetUncertainty, _check_snr_range
+from .networks import IVIMNet, IVIMNetOptim, IVIMNetUncertainty, check_snr_range
 from .signal_model import ivim
 from .simulate import add_rician_noise, sample_params, scan_like_data, training_data
 from .checkpoint import load_model, save_model
 from .ensemble import train_stack
-from .train import train
+from .training import train
 
 __all__ = ["RECIPES", "SEED_TRAINING", "OPTIM_LR", "ABLATION", "ABLATION_EPOCH_CAP", "IN_VIVO_BOX", "IN_VIVO_LOG", "SCAN_BATCHES_PER_EPOCH", "SCAN_RECIPES",
            "MIN_SCAN_VOXELS", "SNR_RANGE_TRAINING", "STACK_SIZE", "seed_network", "train_for_snr", "train_on_scan", "train_many", "train_jobs"]
@@ -129,7 +129,7 @@ def _train_for_snr_range(snr, *, b_values, method, n, seed, max_epochs, progress
         raise ValueError(f"an SNR range {snr!r} trains method='supervised' (one network for all SNRs, with "
                          f"the noise level as input); method {method!r} takes one SNR.")
     box = PARAMETER_BOX if box is None else box
-    low, high = _check_snr_range(snr)
+    low, high = check_snr_range(snr)
     b_values = check_b_values(b_values)
     n = SNR_RANGE_TRAINING["n"] if n is None else n
     rng = np.random.default_rng(seed + 1000)
@@ -383,10 +383,12 @@ def train_jobs(jobs, *, workers=1, cache=None):
 
 @functools.lru_cache(maxsize=1)
 def _training_code() -> bytes:
-    """The source of the modules that train a network (read once per process)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    names = ("recipes", "train", "ensemble", "networks", "simulate", "signal_model", "checks")
-    return b"".join(open(os.path.join(here, f"{name}.py"), "rb").read() for name in names)
+    """The package's whole source, every module by its path (read once per process): a cached network is
+    reused only by the code that trained it, and moving or renaming a module cannot leave a stale one."""
+    root = os.path.dirname(os.path.abspath(__file__))
+    files = sorted(os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")
+                   for folder, _, names in os.walk(root) for name in names if name.endswith(".py"))
+    return b"".join(f.encode() + b"\0" + open(os.path.join(root, f), "rb").read() for f in files)
 
 
 def _job_key(job) -> str:

@@ -8,6 +8,7 @@ from .signal_model import PARAMETER_BOX, SEED_B_VALUES, IVIMParams, ivim
 
 __all__ = [
     "add_rician_noise",
+    "as_generator",
     "sample_params",
     "training_data",
     "phantom",
@@ -24,7 +25,9 @@ PHANTOM_REGIONS = (
 )
 
 
-def _rng(seed):
+def as_generator(seed):
+    """``seed`` itself when it is a ``numpy.random.Generator`` (one stream threaded through), else a new
+    ``numpy.random.default_rng(seed)``."""
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
@@ -58,7 +61,7 @@ def add_rician_noise(signals, sigma, rng):
     sig = np.asarray(sigma, dtype=float)
     if not np.all(np.isfinite(sig)) or np.any(sig < 0):
         raise ValueError(f"sigma must be finite and >= 0, got {sigma!r}.")
-    rng = _rng(rng)
+    rng = as_generator(rng)
     real = s + sig * rng.standard_normal(s.shape)
     imag = sig * rng.standard_normal(s.shape)
     return np.hypot(real, imag)
@@ -94,7 +97,7 @@ def sample_params(n, *, box=None, log=(), seed=0) -> IVIMParams:
                          f"got {sorted(unknown)}.")
     if any(box[k][0] <= 0 for k in log):
         raise ValueError(f"a log-uniform range needs a lower end > 0; got {({k: box[k] for k in log})}.")
-    rng = _rng(seed)
+    rng = as_generator(seed)
     draws = {k: (np.exp(rng.uniform(*np.log(box[k]), size=n)) if k in log else rng.uniform(*box[k], size=n))
              for k in ("Dp", "Dt", "Fp")}
     return IVIMParams(draws["Dp"], draws["Dt"], draws["Fp"], np.ones(n))
@@ -130,7 +133,7 @@ def training_data(n, b_values=SEED_B_VALUES, sigma=0.01, seed=0, *, box=None):
     b = check_b_values(b_values)
     if not np.isfinite(sigma) or sigma < 0:
         raise ValueError(f"sigma must be finite and >= 0, got {sigma!r}.")
-    rng = _rng(seed)
+    rng = as_generator(seed)
     p = sample_params(n, box=box, seed=rng)
     clean = ivim(b, p.Dp[:, None], p.Dt[:, None], p.Fp[:, None])
     return add_rician_noise(clean, sigma, rng), p
@@ -178,7 +181,7 @@ def phantom(sigma=15.0, seed=0, *, b_values=SEED_B_VALUES):
     maps = table[labels]  # (100, 100, 4)
     truth = IVIMParams(*np.moveaxis(maps, -1, 0))
     clean = ivim(b, truth.Dp[..., None], truth.Dt[..., None], truth.Fp[..., None], truth.S0[..., None])
-    return add_rician_noise(clean, sigma, _rng(seed)), truth
+    return add_rician_noise(clean, sigma, as_generator(seed)), truth
 
 
 def _check_n(n) -> int:
@@ -225,7 +228,7 @@ def scan_like_data(n, b_values, s0, sigma, *, box=None, log=(), seed=0):
         raise ValueError("s0 must be a non-empty set of finite S(b=0) values > 0 (the scan's masked voxels).")
     if not np.isfinite(sigma) or sigma < 0:
         raise ValueError(f"sigma must be finite and >= 0 (signal units), got {sigma!r}.")
-    rng = _rng(seed)
+    rng = as_generator(seed)
     p = sample_params(n, box=box, log=log, seed=rng)
     p = p._replace(S0=rng.choice(levels, size=len(p.Dp)))
     clean = ivim(b, *(v[:, None] for v in p))

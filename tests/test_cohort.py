@@ -380,7 +380,7 @@ def test_hostile_options_and_a_broken_link_are_said_clearly(study, tmp_path, cap
 
 
 def test_bayes_cohort_writes_posterior_sd_maps_and_resumes(study, tmp_path):
-    """cohort goes through cli.write_outputs: a posterior method's SD maps are written (and required for a skip)."""
+    """cohort goes through outputs.write_outputs: a posterior method's SD maps are written (and required for a skip)."""
     root, _ = study
     out = tmp_path / "out"
     rows = iv.fit_cohort(root, out, method="bayes", scheduler="serial", progress=False)

@@ -261,7 +261,7 @@ def test_lazy_package_keeps_every_public_name():
         "import json, sys, numpy as np, ivim_demo as iv\n"
         "est = iv.fit_lsq(iv.training_data(20, seed=0)[0], iv.SEED_B_VALUES)\n"
         "light = 'torch' not in sys.modules\n"
-        "import ivim_demo.train\n"
+        "import ivim_demo.training\n"
         "names = [n for n in iv.__all__ if not hasattr(iv, n)]\n"
         "print(json.dumps({'light': light, 'missing': names, 'train_is_function': callable(iv.train) and "
         "iv.train.__name__ == 'train', 'fit_is_module': iv.fit.fit_lsq is iv.fit_lsq, "

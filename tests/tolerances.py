@@ -57,7 +57,7 @@ def assert_estimates_close_to_rounding(actual, expected, net, *, err_msg=""):
 
 #: fit_bayes's posterior means on its float32 path against float64, relative to each parameter's largest
 #: value (the grid holds a parameter in units of its box): within 4e-6 measured under MKL's default,
-#: COMPATIBLE and AVX2 paths and ATen's default kernels (``fit._F32_ROUNDING``); two float32 evaluations
+#: COMPATIBLE and AVX2 paths and ATen's default kernels (``likelihood._F32_ROUNDING``); two float32 evaluations
 #: through other chunks differ by at most twice that, the brute-force float64 posterior by at most that
 #: plus the interpolation of log I0e (< 1e-7). Use it with ``assert_close_to_rounding``'s default scale.
 BAYES_F32_RTOL = 1e-5

@@ -1,7 +1,6 @@
 """Training IVIM-NET: the seed's loop, vectorised batching, best weights kept."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 import warnings
@@ -15,8 +14,10 @@ from .checks import check_signals, normalise
 from .metrics import PARAMS
 from .networks import noise_input
 from .signal_model import PARAMETER_BOX
+from .threads import one_torch_thread
 
-__all__ = ["TrainHistory", "train", "device", "training_warnings", "MIN_IMPROVEMENT", "MIN_OUTPUT_SPREAD"]
+__all__ = ["TrainHistory", "train", "device", "training_warnings", "MIN_IMPROVEMENT", "MIN_OUTPUT_SPREAD",
+           "DIVERGED", "check_train_options", "training_inputs", "training_loss", "finish_training"]
 
 
 def device() -> torch.device:
@@ -78,25 +79,6 @@ class TrainHistory:
             "warnings": [str(w) for w in self.warnings],
             "members": int(self.members),
         }
-
-
-@contextlib.contextmanager
-def _one_cpu_thread(dev):
-    """Train small networks on one CPU thread.
-
-    Batches of 128 x 8 values are too small to gain from threads; extra threads
-    only spin, and when two processes share the cores (notebook + tests, xdist
-    workers) OpenMP's spinning makes training many times slower.
-    """
-    if dev.type != "cpu":
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _check_positive_int(name, value):
@@ -216,10 +198,10 @@ def train(
     -------
     TrainHistory
     """
-    _check_options(batch_size=batch_size, patience=patience, max_epochs=max_epochs, lr=lr,
+    check_train_options(batch_size=batch_size, patience=patience, max_epochs=max_epochs, lr=lr,
                    batches_per_epoch=batches_per_epoch, lr_patience=lr_patience)
     dev = device()
-    s, X, Y, box_units, gen, val, fit = _member(net, signals, targets, validation_fraction, batch_size, seed, dev,
+    s, X, Y, box_units, gen, val, fit = training_inputs(net, signals, targets, validation_fraction, batch_size, seed, dev,
                                                 sigma)
     n_val = len(val)
     net.to(dev)
@@ -230,7 +212,7 @@ def train(
 
     def loss_of(idx):
         batch = X[idx]
-        return _loss(net, net(batch), batch, None if Y is None else Y[idx], box_units)
+        return training_loss(net, net(batch), batch, None if Y is None else Y[idx], box_units)
 
     history = TrainHistory()
     n_batches = len(fit) // batch_size if batches_per_epoch is None else int(batches_per_epoch)
@@ -247,7 +229,7 @@ def train(
         return order
     best, bad_epochs, best_state = np.inf, 0, None
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]), _one_cpu_thread(dev):
+    with torch.random.fork_rng(devices=[]), one_torch_thread(dev):
         torch.manual_seed(seed)
         bar = tqdm(range(max_epochs), desc="training", unit="epoch", disable=not progress)
         for epoch in bar:
@@ -280,18 +262,19 @@ def train(
                 break
         bar.close()
     if best_state is None:
-        raise ValueError(_DIVERGED)
+        raise ValueError(DIVERGED)
     net.load_state_dict(best_state)
     history.seconds = time.perf_counter() - start
-    _finish(net, history, s)
+    finish_training(net, history, s)
     return history
 
 
-_DIVERGED = ("training diverged: the loss was never finite. Check the signals "
+#: What ``train`` and ``train_stack`` say when the loss was never finite.
+DIVERGED = ("training diverged: the loss was never finite. Check the signals "
              "(normalised by S(b=0) they should be about 0-1.5) or lower lr.")
 
 
-def _check_options(*, batch_size, patience, max_epochs, lr, batches_per_epoch=None, lr_patience=None):
+def check_train_options(*, batch_size, patience, max_epochs, lr, batches_per_epoch=None, lr_patience=None):
     """The checks ``train`` and ``train_stack`` make of their shared options."""
     for name, value in (("batch_size", batch_size), ("patience", patience), ("max_epochs", max_epochs)):
         _check_positive_int(name, value)
@@ -303,7 +286,7 @@ def _check_options(*, batch_size, patience, max_epochs, lr, batches_per_epoch=No
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
 
 
-def _member(net, signals, targets, validation_fraction, batch_size, seed, dev, sigma=None):
+def training_inputs(net, signals, targets, validation_fraction, batch_size, seed, dev, sigma=None):
     """One network's training inputs, as ``train`` and each member of ``train_stack`` use them.
 
     Returns the checked raw signals ``s`` (n, n_b), the network's input
@@ -336,7 +319,7 @@ def _member(net, signals, targets, validation_fraction, batch_size, seed, dev, s
     return s, X, Y, _box_normaliser(box, dev), gen, val, fit
 
 
-def _loss(net, out, batch, y, box_units):
+def training_loss(net, out, batch, y, box_units):
     """The training loss of one network: MSE of the reconstruction (unsupervised, ``y`` None) or of the
     box-normalised parameters (supervised), or the network's own ``supervised_loss`` when it has one."""
     own = getattr(net, "supervised_loss", None)
@@ -346,7 +329,7 @@ def _loss(net, out, batch, y, box_units):
     return mse(out[0], batch) if y is None else mse(box_units(out), y)
 
 
-def _finish(net, history, s):
+def finish_training(net, history, s):
     """After training: CPU, eval mode, the labelling decided on the training signals, warnings given."""
     net.to("cpu")
     net.eval()
