@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import ivim_demo as iv  # noqa: E402
-from ivim_demo import cohort  # noqa: E402
+from ivim_demo.imaging import cohort  # noqa: E402
 
 
 def make_cohort(root, n_scans):
@@ -64,8 +64,8 @@ def make_cohort(root, n_scans):
 def _warm():
     """What a worker imports for its first scan (torch, matplotlib, scipy, ivim_demo)."""
     import ivim_demo.cli  # noqa: F401
-    import ivim_demo.image_fit  # noqa: F401
-    import ivim_demo.plots  # noqa: F401
+    import ivim_demo.imaging.image_fit  # noqa: F401
+    import ivim_demo.imaging.plots  # noqa: F401
 
 
 def _cpu_seconds():

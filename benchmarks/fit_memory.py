@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, resource, sys, time, tracemalloc, importlib.util
 import numpy as np
-import ivim_demo.simulate as sim
-from ivim_demo.signal_model import SEED_B_VALUES as B
+import ivim_demo.simulation.simulate as sim
+from ivim_demo.core.signal_model import SEED_B_VALUES as B
 
 method, n, fit_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 if fit_path:
@@ -41,7 +41,7 @@ if fit_path:
     fit = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fit)
 else:
-    import ivim_demo.fit as fit
+    import ivim_demo.classical.fit as fit
 signals = np.empty((n, len(B)))
 for start in range(0, n, 100_000):
     stop = min(start + 100_000, n)

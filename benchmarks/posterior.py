@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 import ivim_demo as iv
-from ivim_demo.posterior import _brute_force
+from ivim_demo.classical.posterior import _brute_force
 
 B = iv.SEED_B_VALUES
 FIELDS = iv.IVIMParams._fields

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import ivim_demo as iv  # noqa: E402
 from convert_wetscherek import SOURCE, convert_scan  # noqa: E402
-from ivim_demo.examples import REFERENCE_MAPS  # noqa: E402
+from ivim_demo.teaching.examples import REFERENCE_MAPS  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "reference_spread.json"
 VOLUNTEERS = ("volunteer1", "volunteer2", "volunteer3")

@@ -6,7 +6,7 @@ intravoxel incoherent motion model to diffusion-weighted MRI", MRM
 ``(Dp, Dt, Fp, S0)``; b in s/mm^2, D in mm^2/s; arrays are ``(..., n_b)``.
 
 Public names (``iv.fit_lsq``, ``iv.IVIMNet``, ...) are imported from their
-submodule on first use, so ``import ivim_demo`` and ``import ivim_demo.signal_model``
+submodule on first use, so ``import ivim_demo`` and ``import ivim_demo.core.signal_model``
 stay light: torch and matplotlib load only when something needs them.
 """
 import importlib
@@ -15,48 +15,50 @@ __version__ = "0.1.0"
 
 #: Submodule of every public name.
 _SOURCES = {
-    "anatomy": ["TISSUES", "AnatomicalPhantom", "anatomical_phantom"],
-    "handoff": ["dataset_settings", "load_dataset", "load_or_make_dataset", "load_or_make_model", "load_table",
+    "simulation.anatomy": ["TISSUES", "AnatomicalPhantom", "anatomical_phantom"],
+    "teaching.handoff": ["dataset_settings", "load_dataset", "load_or_make_dataset", "load_or_make_model", "load_table",
                 "save_dataset", "save_table"],
-    "cohort": ["COHORT_COLUMNS", "Acquisition", "Scan", "find_scans", "fit_cohort", "fit_scan", "group_scans",
-               "read_b_values", "train_models"],
-    "compare": ["SPREAD_COLUMNS", "ablation", "compare_at_snr", "compare_over_snr", "fit_all", "score"],
-    "exercises": ["EXERCISES", "check"],
-    "examples": ["CITATION", "EXAMPLES", "load_example", "phantom_example", "reference_roi_medians",
+    "imaging.cohort": ["COHORT_COLUMNS", "fit_cohort", "fit_scan", "train_models"],
+    "imaging.study": ["Acquisition", "Scan", "find_scans", "group_scans", "read_b_values"],
+    "teaching.compare": ["SPREAD_COLUMNS", "ablation", "compare_at_snr", "compare_over_snr", "fit_all", "score"],
+    "teaching.exercises": ["EXERCISES", "check"],
+    "teaching.examples": ["CITATION", "EXAMPLES", "load_example", "phantom_example", "reference_roi_medians",
                  "write_example_study"],
-    "checkpoint": ["load_model", "save_model"],
-    "explorer": ["B_VALUE_SETS", "explore", "explorer_network", "explorer_widget", "plot_explore"],
-    "fit": ["estimate_sigma", "fit_bayes", "fit_lsq", "fit_segmented", "lsq_reference"],
-    "infer": ["decide_labelling", "predict", "swap_guard"],
-    "mask": ["has_background", "make_mask", "otsu_threshold"],
-    "methods": ["CLASSICAL_METHODS", "DEFAULT_METHOD", "LABELS", "METHODS", "NETWORK_METHODS"],
-    "metrics": ["AGREEMENT", "PARAMS", "check_agreement", "cv_across", "markdown_table", "normalised_bias", "nrmse",
+    "nets.checkpoint": ["load_model", "save_model"],
+    "teaching.explorer": ["B_VALUE_SETS", "explore", "explorer_network", "explorer_widget", "plot_explore"],
+    "classical.fit": ["estimate_sigma", "fit_bayes", "fit_lsq", "fit_segmented", "lsq_reference"],
+    "nets.infer": ["decide_labelling", "predict", "swap_guard"],
+    "imaging.mask": ["has_background", "make_mask", "otsu_threshold"],
+    "imaging.methods": ["CLASSICAL_METHODS", "DEFAULT_METHOD", "LABELS", "METHODS", "NETWORK_METHODS"],
+    "core.metrics": ["AGREEMENT", "PARAMS", "check_agreement", "cv_across", "markdown_table", "normalised_bias", "nrmse",
                 "pivot", "region_stats", "roi_medians", "spearman"],
-    "signal_model": ["FIT_BOUNDS", "PARAMETER_BOX", "SEED_B_VALUES", "IVIMParams", "ivim"],
-    "networks": ["IVIMNet", "IVIMNetOptim", "IVIMNetUncertainty", "UNCERTAINTY_SNR_RANGE"],
-    "posterior": ["Posterior"],
-    "nifti": ["average_directions", "load_dwi", "load_mask", "save_dwi", "save_maps"],
-    "quality": ["quality_measures", "quality_warnings", "residual"],
-    "recipes": ["ABLATION", "ABLATION_EPOCH_CAP", "IN_VIVO_BOX", "IN_VIVO_LOG", "OPTIM_LR", "RECIPES", "SEED_TRAINING",
+    "core.signal_model": ["FIT_BOUNDS", "PARAMETER_BOX", "SEED_B_VALUES", "IVIMParams", "ivim"],
+    "nets.networks": ["IVIMNet", "IVIMNetOptim", "IVIMNetUncertainty", "UNCERTAINTY_SNR_RANGE"],
+    "classical.posterior": ["Posterior"],
+    "imaging.nifti": ["average_directions", "load_dwi", "load_mask", "save_dwi", "save_maps"],
+    "imaging.quality": ["quality_measures", "quality_warnings", "residual"],
+    "nets.recipes": ["ABLATION", "ABLATION_EPOCH_CAP", "IN_VIVO_BOX", "IN_VIVO_LOG", "OPTIM_LR", "RECIPES", "SEED_TRAINING",
                 "SNR_RANGE_TRAINING", "STACK_SIZE", "seed_network", "train_for_snr", "train_jobs", "train_many",
                 "train_on_scan"],
-    "plots": ["plot_ablation", "plot_calibration", "plot_cohort_rois", "MAP_LIMITS", "SCAN_LIMITS", "plot_b_images", "plot_estimate_vs_truth", "plot_images", "plot_loss",
+    "imaging.plots": ["plot_ablation", "plot_calibration", "plot_cohort_rois", "MAP_LIMITS", "SCAN_LIMITS", "plot_b_images", "plot_estimate_vs_truth", "plot_images", "plot_loss",
               "plot_maps", "plot_metric_vs_snr", "plot_parameter_distributions", "plot_signal_examples",
               "save_figure"],
-    "simulate": ["PHANTOM_REGIONS", "add_rician_noise", "phantom", "phantom_regions", "sample_params",
+    "simulation.simulate": ["PHANTOM_REGIONS", "add_rician_noise", "phantom", "phantom_regions", "sample_params",
                  "scan_like_data", "training_data"],
-    "training": ["TrainHistory", "device", "train", "training_warnings"],
-    "ensemble": ["train_stack"],
-    "calibration": ["coverage", "posterior_limits"],
-    "image_fit": ["VolumeFit", "fit_volume", "method_of"],
+    "nets.training": ["TrainHistory", "device", "train", "training_warnings"],
+    "nets.ensemble": ["train_stack"],
+    "teaching.calibration": ["coverage", "posterior_limits"],
+    "imaging.image_fit": ["VolumeFit", "fit_volume", "method_of"],
 }
 _EXPORTS = {name: module for module, names in _SOURCES.items() for name in names}
 
 __all__ = [*_EXPORTS, "__version__"]
 
 
-#: Submodules reachable as attributes (``iv.fit``, ``iv.checks``), as when everything was imported eagerly.
-_SUBMODULES = {*_SOURCES, "checks", "cli"}
+#: Modules reachable as attributes by their own name (``iv.fit``, ``iv.checks``), as before the subpackages,
+#: and the subpackages themselves (``iv.classical``).
+_SUBMODULES = {**{path.rsplit(".", 1)[-1]: path for path in _SOURCES}, "checks": "core.checks", "cli": "cli",
+               **{name: name for name in ("core", "simulation", "classical", "nets", "imaging", "teaching")}}
 
 
 def __getattr__(name):
@@ -64,7 +66,7 @@ def __getattr__(name):
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     elif name in _SUBMODULES:
-        value = importlib.import_module(f".{name}", __name__)
+        value = importlib.import_module(f".{_SUBMODULES[name]}", __name__)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value

@@ -8,8 +8,8 @@ import argparse
 import os
 import sys
 
-from .methods import DEFAULT_METHOD, METHODS
-from .outputs import Staging, check_enough_b_values, write_outputs
+from .imaging.methods import DEFAULT_METHOD, METHODS
+from .imaging.outputs import Staging, check_enough_b_values, write_outputs
 
 USAGE_EXAMPLE = (
     "python -m ivim_demo fit dwi.nii.gz --bvals dwi.bval --out maps/\n"
@@ -88,7 +88,8 @@ def _parser():
 
 
 def _fit(args, staging):
-    from . import checkpoint, image_fit, mask, nifti
+    from .nets import checkpoint
+    from .imaging import image_fit, mask, nifti
 
     if args.sigma is not None and (args.method or DEFAULT_METHOD) != "bayes":
         raise ValueError("--sigma only applies to --method bayes.")
@@ -117,7 +118,7 @@ def _terminate(signum, frame):
 
 
 def _cohort(args):
-    from . import cohort
+    from .imaging import cohort
 
     labels_glob = cohort.LABELS_GLOB if args.labels_glob is None else (args.labels_glob or None)
     pool = cohort.POOL_VOXELS if args.pool_voxels is None else args.pool_voxels
@@ -149,7 +150,8 @@ def _import_libraries(cohort=False) -> None:
     import scipy.optimize  # noqa: F401
     import torch  # noqa: F401
 
-    from . import checkpoint, image_fit, mask, nifti, plots  # noqa: F401
+    from .imaging import image_fit, mask, nifti, plots  # noqa: F401
+    from .nets import checkpoint  # noqa: F401
 
     if cohort:
         import dask.distributed  # noqa: F401

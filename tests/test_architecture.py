@@ -1,5 +1,6 @@
-"""The package's import graph, read from the code (every import, also those inside functions): modules only
-import from their own layer or those below, no import cycle, and no private name taken from another module."""
+"""The package's layout and import graph, read from the code (every import, also those inside functions):
+subpackages by layer, modules importing only from their own layer and those below, no import cycle, no
+private name taken from another module."""
 import ast
 from pathlib import Path
 
@@ -7,65 +8,88 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ivim_demo"
 
-#: Layers from the bottom: a module may import from its own layer and those below, never above.
-LAYERS = {
-    "core": ["signal_model", "checks", "metrics", "threads"],
-    "simulation": ["simulate", "anatomy"],
-    "classical": ["likelihood", "posterior", "fit"],
-    "networks": ["networks", "training", "ensemble", "infer", "checkpoint", "recipes"],
-    "imaging": ["nifti", "mask", "quality", "plots", "methods", "image_fit", "outputs", "cohort"],
-    "cli": ["cli", "__main__"],
-    "teaching": ["compare", "calibration", "explorer", "exercises", "handoff", "examples"],
-}
-LEVEL = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}
+#: Layers from the bottom: a module may import from its own layer and those below, never above. Each is a
+#: subpackage, except the command line (``cli.py``, ``__main__.py`` at the top of the package).
+LAYERS = ("core", "simulation", "classical", "nets", "imaging", "cli", "teaching")
 
 
-def _modules():
-    return {p.stem: p for p in sorted(PACKAGE.glob("*.py")) if p.stem != "__init__"}
+def _modules(package=PACKAGE):
+    """Dotted name inside the package (``core.checks``, ``cli``) -> path, for every module."""
+    return {".".join(p.relative_to(package).with_suffix("").parts): p
+            for p in sorted(package.rglob("*.py")) if p.name != "__init__.py"}
 
 
-def _imports(path):
+def _layer(module):
+    return module.split(".")[0] if "." in module else "cli"
+
+
+def _resolve(module, level, target):
+    """The package-relative dotted name that ``from <level dots><target>`` in ``module`` refers to."""
+    base = module.split(".")[:-1]
+    base = base[: len(base) - (level - 1)] if level > 1 else base
+    return ".".join([*base, *([target] if target else [])])
+
+
+def _imports(path, module):
     """(imported module, names taken from it, line) for every import of a package module in ``path``, and the
-    aliases under which whole modules are bound (``from . import posterior as pm``)."""
+    aliases under which whole modules are bound (``from ..classical import posterior as pm``)."""
     tree = ast.parse(path.read_text())
     found, aliases = [], {}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:  # from .x import a, b
-                found.append((node.module.split(".")[0], [a.name for a in node.names], node.lineno))
-            elif node.level == 1:  # from . import x, y (modules, or names of the package's __init__)
-                for a in node.names:
-                    found.append((a.name, [], node.lineno))
-                    aliases[a.asname or a.name] = a.name
-            elif node.module and node.module.startswith("ivim_demo."):
-                found.append((node.module.split(".")[1], [a.name for a in node.names], node.lineno))
+            if node.level:
+                source = _resolve(module, node.level, node.module)
+            elif node.module and node.module.startswith("ivim_demo"):
+                source = node.module.removeprefix("ivim_demo").lstrip(".")
+            else:
+                continue
+            found.append((source, [a.name for a in node.names], node.lineno))
+            for a in node.names:  # from .x import module (names that are not modules are not aliases here)
+                sub = f"{source}.{a.name}" if source else a.name
+                if sub in _modules():
+                    aliases[a.asname or a.name] = sub
         elif isinstance(node, ast.Import):
             for a in node.names:
                 if a.name.startswith("ivim_demo."):
-                    found.append((a.name.split(".")[1], [], node.lineno))
-                    if a.asname:
-                        aliases[a.asname] = a.name.split(".")[1]
+                    found.append((a.name.removeprefix("ivim_demo."), [], node.lineno))
+                    aliases[a.asname or a.name] = a.name.removeprefix("ivim_demo.")
     return tree, found, aliases
 
 
-def _graph():
+def _targets(found, modules):
+    """Package modules an import list reaches: the module named, or the modules taken from a subpackage."""
+    out = []
+    for source, names, line in found:
+        if source in modules:
+            out.append((source, line))
+        out += [(f"{source}.{n}" if source else n, line) for n in names
+                if (f"{source}.{n}" if source else n) in modules]
+    return out
+
+
+def test_layout_is_subpackages_by_layer():
     modules = _modules()
-    return {name: {m for m, _, _ in _imports(path)[1] if m in modules and m != name} for name, path in modules.items()}
+    subpackages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert subpackages == set(LAYERS) - {"cli"}
+    assert {m for m in modules if "." not in m} == {"cli", "__main__"}, "new modules go into a layer's subpackage"
+    for p in PACKAGE.rglob("*.py"):
+        assert len(p.read_text().splitlines()) <= 700, f"{p.relative_to(PACKAGE)}: split it (700 lines at most)"
 
 
-def test_every_module_has_a_layer():
-    assert set(_modules()) == set(LEVEL), "add the module to LAYERS (and README's Layout)"
-
-
-@pytest.mark.parametrize("name", sorted(LEVEL))
+@pytest.mark.parametrize("name", sorted(_modules()))
 def test_imports_go_down_the_layers(name):
-    _, found, _ = _imports(_modules()[name])
-    upward = [(m, line) for m, _, line in found if m in LEVEL and LEVEL[m] > LEVEL[name]]
-    assert not upward, f"{name} ({list(LAYERS)[LEVEL[name]]}) imports from a higher layer: {upward}"
+    modules = _modules()
+    _, found, _ = _imports(modules[name], name)
+    upward = [(m, line) for m, line in _targets(found, modules)
+              if LAYERS.index(_layer(m)) > LAYERS.index(_layer(name))]
+    assert not upward, f"{name} ({_layer(name)}) imports from a higher layer: {upward}"
 
 
 def test_no_import_cycle():
-    graph, state, cycles = _graph(), {}, []
+    modules = _modules()
+    graph = {name: {m for m, _ in _targets(_imports(path, name)[1], modules) if m != name}
+             for name, path in modules.items()}
+    state, cycles = {}, []
 
     def visit(node, path):
         state[node] = "open"
@@ -82,9 +106,9 @@ def test_no_import_cycle():
     assert not cycles, cycles
 
 
-@pytest.mark.parametrize("name", sorted(LEVEL))
+@pytest.mark.parametrize("name", sorted(_modules()))
 def test_no_private_name_crosses_a_module(name):
-    tree, found, aliases = _imports(_modules()[name])
+    tree, found, aliases = _imports(_modules()[name], name)
     taken = [(m, n, line) for m, names, line in found for n in names if n.startswith("_") and not n.startswith("__")]
     taken += [(aliases[node.value.id], node.attr, node.lineno) for node in ast.walk(tree)
               if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
@@ -95,7 +119,45 @@ def test_no_private_name_crosses_a_module(name):
 def test_the_checks_can_fail(tmp_path):
     """The reader finds an upward import inside a function, a private name and an aliased private attribute."""
     path = tmp_path / "m.py"
-    path.write_text("def f():\n    from .cli import main\n    from . import fit as ft\n    from .fit import _x\n"
-                    "    return ft._y\n")
-    _, found, aliases = _imports(path)
-    assert ("cli", ["main"], 2) in found and ("fit", ["_x"], 4) in found and aliases == {"ft": "fit"}
+    path.write_text("def f():\n    from ..imaging.cohort import fit_cohort\n    from ..classical import fit as ft\n"
+                    "    from ..classical.fit import _x\n    return ft._y\n")
+    _, found, aliases = _imports(path, "core.m")
+    assert ("imaging.cohort", 2) in _targets(found, _modules()) and ("classical.fit", ["_x"], 4) in found
+    assert aliases["ft"] == "classical.fit"
+
+
+def test_installed_package_fits_a_shipped_example(tmp_path):
+    """Installed as a user would (not editable): every subpackage and the shipped data are in the install, and
+    the command line fits a shipped scan from it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "--target", str(site), str(PACKAGE.parent)], check=True,
+                   capture_output=True)
+    data = site / "ivim_demo" / "data" / "wetscherek"
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    run = subprocess.run([sys.executable, "-c", "import ivim_demo, ivim_demo.imaging.cohort; print(ivim_demo.__file__)"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.startswith(str(site))
+    out = tmp_path / "maps"
+    run = subprocess.run([sys.executable, "-m", "ivim_demo", "fit", str(data / "phantom_static_dwi.nii.gz"),
+                          "--bvals", str(data / "phantom_static_dwi.bval"), "--mask",
+                          str(data / "phantom_static_mask.nii.gz"), "--method", "lsq", "--out", str(out),
+                          "--no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "lsq" and summary["voxels"] > 100 and (out / "Dt.nii.gz").is_file()
+
+
+def test_every_public_function_and_class_is_documented():
+    import inspect
+
+    import ivim_demo as iv
+
+    missing = [name for name in iv.__all__ if (inspect.isfunction(obj := getattr(iv, name)) or inspect.isclass(obj))
+               and not (inspect.getdoc(obj) or "").strip()]
+    assert not missing, f"public names without a docstring: {missing}"

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import ivim_demo as iv
-from ivim_demo import checkpoint
-from ivim_demo.infer import decide_labelling
+from ivim_demo.nets import checkpoint
+from ivim_demo.nets.infer import decide_labelling
 from tolerances import assert_estimates_close_to_rounding, network_rounding
 
 pytestmark = pytest.mark.numerics  # run again under other numeric paths (Makefile)
@@ -101,7 +101,7 @@ def test_load_refuses_incomplete_unknown_and_newer_files(tmp_path):
 
 
 def test_save_refuses_networks_load_model_cannot_build(tmp_path):
-    with pytest.raises(ValueError, match="save_model saves the networks of ivim_demo.networks"):
+    with pytest.raises(ValueError, match="save_model saves the networks of ivim_demo.nets.networks"):
         iv.save_model(torch.nn.Linear(3, 3), tmp_path / "lin.pt")
     assert os.listdir(tmp_path) == []
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import ivim_demo as iv
-from ivim_demo.checks import check_b_values, check_signals
+from ivim_demo.core.checks import check_b_values, check_signals
 
 
 def good(n=4):

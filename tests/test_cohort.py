@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import ivim_demo as iv
-from ivim_demo import cli, cohort
+from ivim_demo import cli
+from ivim_demo.imaging import cohort
 from tolerances import assert_close_to_rounding, network_rounding, rounding
 
 B_A = iv.SEED_B_VALUES

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ivim_demo as iv
-from ivim_demo.ensemble import train_stack
+from ivim_demo.nets.ensemble import train_stack
 
 pytestmark = pytest.mark.numerics  # run again under other numeric paths (Makefile)
 
@@ -77,7 +77,7 @@ def test_members_match_train_supervised_with_split(n, batch_norm):
 
 
 def test_learning_rate_schedule_is_torchs_reduce_on_plateau():
-    from ivim_demo.ensemble import _plateau
+    from ivim_demo.nets.ensemble import _plateau
 
     losses = [1.0, 0.9, 0.9, 0.95, 0.89999, 0.91, 0.92, 0.93, 0.5, 0.5, 0.6, 0.7, 0.8, 0.4]
     for patience in (1, 2, 3):
@@ -154,7 +154,7 @@ def test_over_snr_rows_give_mean_and_spread_over_trainings():
 
 
 def test_cache_reuses_the_same_job_whatever_its_spelling(tmp_path, monkeypatch):
-    from ivim_demo import recipes
+    from ivim_demo.nets import recipes
 
     short = {"snr": 20, "method": "orig", "seed": 0, "n": 1000, "max_epochs": 2}
     spelled = {**short, "b_values": list(B), "net_options": {}, "train_options": None}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import ivim_demo as iv
-from ivim_demo.examples import REFERENCE_MAPS
+from ivim_demo.teaching.examples import REFERENCE_MAPS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "ivim_demo" / "data" / "wetscherek"

@@ -1,5 +1,5 @@
 """iv.check: every exercise refuses a wrong answer, says when there is none, and accepts a right one
-computed here independently of ivim_demo.exercises (analytic where possible)."""
+computed here independently of ivim_demo.teaching.exercises (analytic where possible)."""
 import copy
 
 import numpy as np

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import ivim_demo as iv
-from ivim_demo.checks import check_box, check_grid, check_positive, check_whole
+from ivim_demo.core.checks import check_box, check_grid, check_positive, check_whole
 from tolerances import BAYES_F32_RTOL, assert_close_to_rounding, bayes_float64_rtol
 
 pytestmark = pytest.mark.numerics  # run again under other numeric paths (Makefile)
@@ -248,8 +248,8 @@ def run_python(code):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("statement", ["import ivim_demo.signal_model", "import ivim_demo", "import ivim_demo.fit",
-                                       "import ivim_demo.simulate, ivim_demo.checks, ivim_demo.metrics"])
+@pytest.mark.parametrize("statement", ["import ivim_demo.core.signal_model", "import ivim_demo", "import ivim_demo.classical.fit",
+                                       "import ivim_demo.simulation.simulate, ivim_demo.core.checks, ivim_demo.core.metrics"])
 def test_light_imports_load_neither_torch_nor_matplotlib(statement):
     loaded = run_python(f"import json, sys; {statement}; "
                         "print(json.dumps([m for m in ('torch', 'matplotlib') if m in sys.modules]))")
@@ -261,7 +261,7 @@ def test_lazy_package_keeps_every_public_name():
         "import json, sys, numpy as np, ivim_demo as iv\n"
         "est = iv.fit_lsq(iv.training_data(20, seed=0)[0], iv.SEED_B_VALUES)\n"
         "light = 'torch' not in sys.modules\n"
-        "import ivim_demo.training\n"
+        "import ivim_demo.nets.training\n"
         "names = [n for n in iv.__all__ if not hasattr(iv, n)]\n"
         "print(json.dumps({'light': light, 'missing': names, 'train_is_function': callable(iv.train) and "
         "iv.train.__name__ == 'train', 'fit_is_module': iv.fit.fit_lsq is iv.fit_lsq, "

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import ivim_demo as iv
-from ivim_demo.posterior import _brute_force
+from ivim_demo.classical.posterior import _brute_force
 from tolerances import BAYES_F32_RTOL
 
 pytestmark = pytest.mark.numerics  # run again under other numeric paths (Makefile)
@@ -87,7 +87,7 @@ def voxels():
 
 
 def test_window_is_wide_enough_and_widening_or_summing_online_changes_nothing(voxels, monkeypatch):
-    from ivim_demo import posterior as pm
+    from ivim_demo.classical import posterior as pm
 
     base = fit(voxels, 0.05, interval=0.8, grid=(10, 10, 10))
     with monkeypatch.context() as patch:  # far wider first windows

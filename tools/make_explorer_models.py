@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python tools/make_explorer_models.py ["sparse (4 b-values)" ...]
 
-One seed-architecture IVIM-NET per b-value set in ``ivim_demo.explorer.B_VALUE_SETS`` (or the
+One seed-architecture IVIM-NET per b-value set in ``ivim_demo.teaching.explorer.B_VALUE_SETS`` (or the
 sets named), trained on 20k voxels from the seed's box at SNR 50; written to ivim_demo/data/.
 Each is trained with seed 0, 1, 2, ... until a training raises none of ``train``'s warnings (a
 loss that never improved, a network that gives the same estimate for every signal): the first
@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 import ivim_demo as iv
-from ivim_demo.explorer import B_VALUE_SETS, _model_file
+from ivim_demo.teaching.explorer import B_VALUE_SETS, _model_file
 
 OUT = Path(__file__).resolve().parents[1] / "ivim_demo" / "data"
 SEEDS = range(10)

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ivim_demo.metrics import PARAMS, markdown_table, pivot  # noqa: E402
+from ivim_demo.core.metrics import PARAMS, markdown_table, pivot  # noqa: E402
 
 
 def _comparison(rows):

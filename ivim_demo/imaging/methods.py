@@ -8,7 +8,7 @@ __all__ = ["NETWORK_METHODS", "CLASSICAL_METHODS", "METHODS", "DEFAULT_METHOD", 
 
 #: Networks: trained for a scan (``train_on_scan``) unless a trained network is given.
 NETWORK_METHODS = ("ivimnet", "optim", "supervised")
-#: Classical per-voxel fits (``ivim_demo.fit``).
+#: Classical per-voxel fits (``ivim_demo.classical.fit``).
 CLASSICAL_METHODS = ("lsq", "segmented", "bayes")
 #: Every method ``fit_volume`` and the command line accept.
 METHODS = NETWORK_METHODS + CLASSICAL_METHODS
@@ -23,6 +23,6 @@ def classical_fit(name):
     """The function behind a classical method: ``fit_lsq``, ``fit_segmented`` or ``fit_bayes``."""
     if name not in CLASSICAL_METHODS:
         raise ValueError(f"{name!r} is not a classical method; choose one of {', '.join(CLASSICAL_METHODS)}.")
-    from . import fit
+    from ..classical import fit
 
     return getattr(fit, f"fit_{name}")

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .likelihood import log_i0e
-from .signal_model import IVIMParams
+from ..core.signal_model import IVIMParams
 
 __all__ = ["Posterior", "MarginalPass", "MAX_WIDEN", "edges_needing_room", "s0_nodes", "s0_step", "s0_summaries",
            "s0_windows", "summaries", "unit_models"]
@@ -288,7 +288,7 @@ def _brute_force(signals, b_values, sigma, box, grid, *, level=0.9, step=1 / 6, 
     """
     from scipy.special import i0e
 
-    from .signal_model import ivim
+    from ..core.signal_model import ivim
 
     b = np.asarray(b_values, float)
     keys = ("Dp", "Dt", "Fp")

@@ -6,8 +6,8 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .metrics import PARAMS
-from .signal_model import IVIMParams, ivim
+from ..core.metrics import PARAMS
+from ..core.signal_model import IVIMParams, ivim
 
 __all__ = [
     "MAP_LIMITS",

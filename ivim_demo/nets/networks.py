@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import check_b_values, check_box
-from .signal_model import FIT_BOUNDS, IVIMParams, ivim
+from ..core.checks import check_b_values, check_box
+from ..core.signal_model import FIT_BOUNDS, IVIMParams, ivim
 
 __all__ = ["IVIMNet", "IVIMNetOptim", "IVIMNetUncertainty", "UNCERTAINTY_SNR_RANGE", "noise_input", "check_snr_range"]
 
@@ -292,7 +292,7 @@ class IVIMNetUncertainty(nn.Module):
     def __init__(self, b_values, *, bounds=None, snr_range=UNCERTAINTY_SNR_RANGE, level=0.9, width=64, depth=3,
                  seed=0):
         super().__init__()
-        from .signal_model import PARAMETER_BOX
+        from ..core.signal_model import PARAMETER_BOX
 
         b = check_b_values(b_values)
         bounds = check_box(bounds or {}, name="bounds", defaults=PARAMETER_BOX)

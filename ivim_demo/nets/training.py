@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checks import check_signals, normalise
-from .metrics import PARAMS
+from ..core.checks import check_signals, normalise
+from ..core.metrics import PARAMS
 from .networks import noise_input
-from .signal_model import PARAMETER_BOX
-from .threads import one_torch_thread
+from ..core.signal_model import PARAMETER_BOX
+from ..core.threads import one_torch_thread
 
 __all__ = ["TrainHistory", "train", "device", "training_warnings", "MIN_IMPROVEMENT", "MIN_OUTPUT_SPREAD",
            "DIVERGED", "check_train_options", "training_inputs", "training_loss", "finish_training"]

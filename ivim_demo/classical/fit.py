@@ -7,7 +7,7 @@ Python loop over voxels; memory bounded by the chunk size) and return
 ``IVIMParams`` shaped ``signals.shape[:-1]``. Results do not depend on the
 chunk size.
 
-torch is imported only by ``fit_bayes``, so ``import ivim_demo.fit`` stays light.
+torch is imported only by ``fit_bayes``, so ``import ivim_demo.classical.fit`` stays light.
 """
 from __future__ import annotations
 
@@ -17,18 +17,10 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from .checks import (
-    check_b_values,
-    check_box,
-    check_grid,
-    check_positive,
-    check_signals,
-    check_whole,
-    invalid_option,
-)
-from .signal_model import FIT_BOUNDS, PARAMETER_BOX, IVIMParams, ivim
+from ..core.checks import (check_b_values, check_box, check_grid, check_positive, check_signals, check_whole, invalid_option)
+from ..core.signal_model import FIT_BOUNDS, PARAMETER_BOX, IVIMParams, ivim
 from .likelihood import BLOCK, GridLikelihood
-from .threads import one_torch_thread
+from ..core.threads import one_torch_thread
 
 __all__ = ["fit_lsq", "fit_segmented", "fit_bayes", "lsq_reference", "estimate_sigma"]
 

@@ -130,7 +130,8 @@ def write_outputs(fit, keep, excluded, affine, folder, *, out, b_values, shape, 
     import nibabel as nib
     import numpy as np
 
-    from . import checkpoint, nifti, plots
+    from ..nets import checkpoint
+    from . import nifti, plots
 
     method = fit.info["method"]
     paths = nifti.save_maps(fit.maps, affine, folder, mask=keep)
@@ -180,6 +181,6 @@ SD_ROW = "posterior SD"
 
 def sd_limits():
     """Colour limits of the SD row: 0 to the SD of a uniform prior on ``IN_VIVO_BOX`` (width / sqrt(12))."""
-    from .recipes import IN_VIVO_BOX
+    from ..nets.recipes import IN_VIVO_BOX
 
     return {p: (0.0, (hi - lo) / 12**0.5) for p, (lo, hi) in IN_VIVO_BOX.items()}

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checks import check_b_values, check_box
-from .signal_model import PARAMETER_BOX, SEED_B_VALUES, IVIMParams, ivim
+from ..core.checks import check_b_values, check_box
+from ..core.signal_model import PARAMETER_BOX, SEED_B_VALUES, IVIMParams, ivim
 
 __all__ = [
     "add_rician_noise",

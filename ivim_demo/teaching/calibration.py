@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 from .compare import held_out
-from .fit import fit_bayes
-from .infer import predict
-from .metrics import PARAMS, normalised_bias, nrmse
-from .signal_model import PARAMETER_BOX, SEED_B_VALUES
+from ..classical.fit import fit_bayes
+from ..nets.infer import predict
+from ..core.metrics import PARAMS, normalised_bias, nrmse
+from ..core.signal_model import PARAMETER_BOX, SEED_B_VALUES
 
 __all__ = ["coverage", "posterior_limits"]
 

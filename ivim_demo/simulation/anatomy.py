@@ -5,8 +5,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .checks import check_b_values
-from .signal_model import SEED_B_VALUES, IVIMParams, ivim
+from ..core.checks import check_b_values
+from ..core.signal_model import SEED_B_VALUES, IVIMParams, ivim
 from .simulate import add_rician_noise, as_generator
 
 __all__ = ["TISSUES", "AnatomicalPhantom", "anatomical_phantom"]

@@ -20,10 +20,9 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
-from .checks import check_whole
-from .threads import one_torch_thread
-from .training import (DIVERGED, TrainHistory, check_train_options, device, finish_training, training_inputs,
-                    training_loss)
+from ..core.checks import check_whole
+from ..core.threads import one_torch_thread
+from .training import (DIVERGED, TrainHistory, check_train_options, device, finish_training, training_inputs, training_loss)
 
 __all__ = ["train_stack"]
 

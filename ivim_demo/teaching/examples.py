@@ -15,12 +15,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .nifti import average_directions, load_dwi
+from ..imaging.nifti import average_directions, load_dwi
 
 __all__ = ["EXAMPLES", "CITATION", "REFERENCE_MAPS", "Example", "load_example", "phantom_example",
            "write_example_study", "reference_roi_medians"]
 
-_FOLDER = Path(__file__).resolve().parent / "data" / "wetscherek"
+_FOLDER = Path(__file__).resolve().parents[1] / "data" / "wetscherek"
 
 #: Names ``load_example`` accepts.
 EXAMPLES = ("volunteer1", "volunteer2", "volunteer3", "phantom_flow", "phantom_static")
@@ -164,7 +164,7 @@ def phantom_example(*, shape=(64, 64, 4), snr=50.0, directions=3, seed=0) -> Exa
         ``rois`` are the tissue labels (``roi_names`` from ``TISSUES``,
         background left out), ``mask`` is the body, ``paths`` is empty.
     """
-    from .anatomy import TISSUES, anatomical_phantom
+    from ..simulation.anatomy import TISSUES, anatomical_phantom
 
     ph = anatomical_phantom(tuple(shape), snr=snr, directions=directions, seed=seed)
     dwi, b_values = average_directions(ph.dwi, ph.b_values)

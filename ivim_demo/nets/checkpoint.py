@@ -21,7 +21,7 @@ import torch
 
 from . import networks
 from .infer import decide_labelling
-from .simulate import training_data
+from ..simulation.simulate import training_data
 
 __all__ = ["save_model", "load_model"]
 
@@ -48,7 +48,7 @@ def save_model(net, path, *, history=None) -> str:
     Parameters
     ----------
     net : torch.nn.Module
-        One of the networks in ``ivim_demo.networks``, with finite weights.
+        One of the networks in ``ivim_demo.nets.networks``, with finite weights.
     path : str or os.PathLike
         Output file (``.pt``); parent folders are created.
     history : TrainHistory or dict, optional
@@ -66,7 +66,7 @@ def save_model(net, path, *, history=None) -> str:
     name = type(net).__name__
     if networks.NETWORKS.get(name) is not type(net):
         raise ValueError(
-            f"save_model saves the networks of ivim_demo.networks ({', '.join(networks.NETWORKS)}), "
+            f"save_model saves the networks of ivim_demo.nets.networks ({', '.join(networks.NETWORKS)}), "
             f"got a {name}."
         )
     state = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in net.state_dict().items()}

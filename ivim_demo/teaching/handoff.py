@@ -12,8 +12,8 @@ import warnings
 
 import numpy as np
 
-from .checkpoint import load_model, save_model
-from .signal_model import IVIMParams
+from ..nets.checkpoint import load_model, save_model
+from ..core.signal_model import IVIMParams
 
 __all__ = ["save_dataset", "load_dataset", "dataset_settings", "load_or_make_dataset", "load_or_make_model",
            "save_table", "load_table", "TIMING_COLUMNS"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checks import check_b_values
-from .signal_model import IVIMParams, ivim
+from ..core.checks import check_b_values
+from ..core.signal_model import IVIMParams, ivim
 
 __all__ = ["residual", "spread", "signal_rise", "decay_warnings", "quality_measures", "quality_warnings",
            "FLAT_FRACTION", "FLAT_ABSOLUTE", "FLAT_MIN_VOXELS", "RESIDUAL_RATIO", "DT_RATIO", "RISE_LIMIT"]

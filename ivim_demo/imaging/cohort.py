@@ -9,7 +9,6 @@ options is skipped, so a run that was stopped resumes where it was.
 from __future__ import annotations
 
 import csv
-import glob
 import hashlib
 import io
 import json
@@ -20,182 +19,23 @@ import shutil
 import socket
 import sys
 import time
-from typing import NamedTuple
 
 import numpy as np
 
 from .methods import DEFAULT_METHOD, METHODS, NETWORK_METHODS
 from .outputs import Staging, check_enough_b_values, write_outputs
-from .threads import one_torch_thread
+from .study import LABELS_GLOB, find_scans, group_scans, one_line, read_b_values
+from ..core.threads import one_torch_thread
 
-__all__ = ["Scan", "Acquisition", "COHORT_COLUMNS", "LABELS_GLOB", "POOL_VOXELS", "find_scans", "group_scans",
-           "read_b_values", "acquisition_id", "pooled_voxels", "train_models", "fit_scan", "fit_cohort"]
+__all__ = ["COHORT_COLUMNS", "POOL_VOXELS", "pooled_voxels", "train_models", "fit_scan", "fit_cohort"]
 
 #: Voxels, in total over all the scans of an acquisition, that its network is trained on.
 POOL_VOXELS = 20_000
-#: Label images looked for beside each DWI (the one named like the scan wins when there are several).
-LABELS_GLOB = "*_dseg.nii*"
 #: Columns of ``cohort.csv`` (per-label medians ``label<k>_voxels``, ``label<k>_Dp``, ... follow).
 COHORT_COLUMNS = ("scan", "subject", "session", "acquisition", "status", "reason", "voxels", "Dp_median",
                   "Dt_median", "Fp_median", "residual_median", "warnings", "model_sha256", "output", "seconds",
                   "worker_rss_mb")
-_DWI_SUFFIXES = ("_dwi.nii.gz", "_dwi.nii")
-_LAYOUT = ("sub-*/dwi/*_dwi.nii.gz (or sub-*/ses-*/dwi/...; .nii also) with the matching *_dwi.bval "
-           "beside each")
 _STAGING = re.compile(r"^\..+\.(partial|old)-")
-
-
-class Scan(NamedTuple):
-    """One scan found by ``find_scans``.
-
-    Attributes
-    ----------
-    scan_id : str
-        The file name without ``_dwi.nii.gz``, e.g. ``sub-01_ses-1`` (prefixed with the subject and
-        session when it does not start with them).
-    subject : str
-        ``sub-01``.
-    session : str or None
-        ``ses-1``, or None without a session folder.
-    dwi : str
-        The 4-D NIfTI.
-    bval : str or None
-        The matching ``*_dwi.bval``; None when there is none (the scan then fails).
-    labels : str or None
-        A label image beside the DWI (integer labels, 0 = none), for per-label medians.
-    folder : str
-        The scan's output folder relative to OUT: ``sub-01/ses-1/dwi/sub-01_ses-1``.
-    """
-
-    scan_id: str
-    subject: str
-    session: str | None
-    dwi: str
-    bval: str | None
-    labels: str | None
-    folder: str
-
-
-class Acquisition(NamedTuple):
-    """Scans that share their b-values (after direction averaging)."""
-
-    acq_id: str
-    b_values: np.ndarray
-    scans: list
-
-
-def find_scans(root, *, labels_glob=LABELS_GLOB) -> list:
-    """Find the scans of a BIDS-like folder: ``sub-*/[ses-*/]dwi/*_dwi.nii[.gz]``.
-
-    Parameters
-    ----------
-    root : str or os.PathLike
-        The study folder.
-    labels_glob : str or None
-        Pattern of the label images looked for in each scan's folder (default ``LABELS_GLOB``); the one
-        whose name starts like the scan's is taken, or the only one there. None: no labels.
-
-    Returns
-    -------
-    list of Scan
-        Sorted by path. A scan without its ``.bval`` is listed with ``bval=None`` (it fails alone).
-    """
-    root = os.fspath(root)
-    if not os.path.isdir(root):
-        raise ValueError(f"cohort folder not found: {root!r}; give a folder holding {_LAYOUT}.")
-    found = []
-    for pattern in ("sub-*/dwi/*_dwi.nii*", "sub-*/ses-*/dwi/*_dwi.nii*"):
-        found += glob.glob(os.path.join(glob.escape(root), pattern))
-    scans, seen = [], {}
-    for path in sorted(found):
-        name = os.path.basename(path)
-        suffix = next((s for s in _DWI_SUFFIXES if name.endswith(s)), None)
-        if suffix is None or os.path.isdir(path):  # a broken link stays: it fails alone, with its reason
-            continue
-        stem, folder = name[: -len(suffix)], os.path.dirname(path)
-        parts = os.path.relpath(folder, root).split(os.sep)
-        subject, session = parts[0], (parts[1] if len(parts) == 3 else None)
-        prefix = "_".join(p for p in (subject, session) if p)
-        scan_id = stem if stem.startswith(subject) else f"{prefix}_{stem}"
-        if scan_id in seen:
-            raise ValueError(f"two scans are both named {scan_id!r} ({seen[scan_id]!r} and {path!r}); keep one "
-                             "of them (e.g. not both .nii and .nii.gz).")
-        seen[scan_id] = path
-        bval = os.path.join(folder, f"{stem}_dwi.bval")
-        labels = _labels_beside(folder, stem, labels_glob) if labels_glob else None
-        scans.append(Scan(scan_id, subject, session, path, bval if os.path.isfile(bval) else None, labels,
-                          os.path.join(*parts, scan_id)))
-    if not scans:
-        raise ValueError(f"no scans found in {root!r}; the expected layout is {_LAYOUT}.")
-    return scans
-
-
-def _labels_beside(folder, stem, pattern):
-    candidates = sorted(p for p in glob.glob(os.path.join(glob.escape(folder), pattern))
-                        if not p.endswith(_DWI_SUFFIXES) and os.path.isfile(p))
-    own = [p for p in candidates if os.path.basename(p).startswith(stem + "_")]
-    if len(own) == 1:
-        return own[0]
-    return candidates[0] if not own and len(candidates) == 1 else None
-
-
-def read_b_values(bval_path) -> np.ndarray:
-    """The distinct b-values (s/mm^2) ``load_dwi`` returns for a bvals file, without reading the image.
-
-    Raises ``ValueError`` for a missing or unreadable file, b-values that ``check_b_values`` refuses
-    once averaged (no b = 0, not finite, not in s/mm^2) and fewer than 5 distinct b-values.
-    """
-    import warnings
-
-    from .checks import check_b_values
-    from .nifti import average_directions
-
-    if bval_path is None:
-        raise ValueError("no bvals file: put the scan's b-values in a *_dwi.bval file beside it.")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # an empty file, NaN b-values: said below
-        try:
-            bvals = np.loadtxt(os.fspath(bval_path), dtype=float, ndmin=1).ravel()
-        except (ValueError, OSError) as err:
-            raise ValueError(f"cannot read b-values from {os.fspath(bval_path)!r}: {err}") from None
-        if bvals.size == 0:
-            raise ValueError(f"{os.fspath(bval_path)!r} holds no b-values; write one b-value (s/mm^2) per volume.")
-        b = average_directions(np.ones((1, bvals.size), np.float32), bvals)[1]  # the grouping of load_dwi
-    check_enough_b_values(b)
-    return check_b_values(b)
-
-
-def acquisition_id(b_values) -> str:
-    """``acq-`` and 8 hex digits of the sha256 of the b-values (to 1e-6 s/mm^2)."""
-    text = json.dumps([round(float(b), 6) for b in b_values])
-    return "acq-" + hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
-def group_scans(scans) -> tuple:
-    """Group scans by acquisition: the distinct b-values of their bvals files (see ``read_b_values``).
-
-    Returns
-    -------
-    acquisitions : list of Acquisition
-        Sorted by ``acq_id``.
-    failed : dict of str -> str
-        ``scan_id`` -> reason, for scans whose image is missing (a broken link) or whose bvals file is
-        missing or refused.
-    """
-    groups, failed = {}, {}
-    for scan in scans:
-        if not os.path.isfile(scan.dwi):
-            failed[scan.scan_id] = (f"the image {scan.dwi!r} cannot be opened (a broken link?); restore it or "
-                                    "remove the scan from the study.")
-            continue
-        try:
-            b = read_b_values(scan.bval)
-        except ValueError as err:
-            failed[scan.scan_id] = _one_line(err)
-            continue
-        acq = acquisition_id(b)
-        groups.setdefault(acq, Acquisition(acq, b, []))[2].append(scan)
-    return [groups[k] for k in sorted(groups)], failed
 
 
 def _load(scan, average):
@@ -236,10 +76,6 @@ def _write_atomic(path, text):
             os.remove(tmp)
 
 
-def _one_line(err) -> str:
-    return " ".join(str(err).split())
-
-
 def pooled_voxels(acquisition, *, average="geometric", n_voxels=POOL_VOXELS, seed=0, failed=None):
     """A seeded sample of at most ``n_voxels`` masked voxels, drawn evenly from the acquisition's scans.
 
@@ -260,7 +96,7 @@ def pooled_voxels(acquisition, *, average="geometric", n_voxels=POOL_VOXELS, see
         try:
             dwi, _, _, keep, _ = _load(scan, average)
         except ValueError as err:
-            failed[scan.scan_id] = _one_line(err)
+            failed[scan.scan_id] = one_line(err)
             continue
         voxels = dwi[keep]
         samples.append(voxels[np.sort(rng.choice(len(voxels), min(quota, len(voxels)), replace=False))])
@@ -287,8 +123,9 @@ def train_models(acquisitions, out, *, method=DEFAULT_METHOD, seed=0, max_epochs
     models, failed = {}, {}
     if method not in NETWORK_METHODS:
         return models, failed
-    from . import __version__, checkpoint
-    from .recipes import train_on_scan
+    from .. import __version__
+    from ..nets import checkpoint
+    from ..nets.recipes import train_on_scan
 
     for acq in acquisitions:
         folder = os.path.join(out, "models", acq.acq_id)
@@ -314,7 +151,7 @@ def train_models(acquisitions, out, *, method=DEFAULT_METHOD, seed=0, max_epochs
             net = train_on_scan(voxels, acq.b_values, method=method, seed=seed, max_epochs=max_epochs,
                                 progress=progress)
         except ValueError as err:  # e.g. too few voxels for an unsupervised network
-            failed.update({s.scan_id: f"training the {acq.acq_id} network failed: {_one_line(err)}"
+            failed.update({s.scan_id: f"training the {acq.acq_id} network failed: {one_line(err)}"
                            for s in acq.scans if s.scan_id not in failed})
             continue
         checkpoint.save_model(net, path)
@@ -333,7 +170,7 @@ def _stamp(scan, options, model_sha256) -> str:
 
 def _columns(fit, keep, labels) -> dict:
     """Whole-mask and per-label medians for cohort.csv."""
-    from .metrics import roi_medians
+    from ..core.metrics import roi_medians
 
     cols = {"voxels": int(keep.sum()), **{f"{p}_median": float(np.median(getattr(fit.maps, p)[keep]))
                                           for p in ("Dp", "Dt", "Fp")},
@@ -370,7 +207,8 @@ def fit_scan(scan, out, *, acquisition, method=DEFAULT_METHOD, stamp="", model=N
         The scan's ``cohort.csv`` row: status ``"fitted"``, or ``"failed"`` with the one-line reason when
         the scan cannot be read, masked or fitted, or its outputs cannot be written.
     """
-    from . import checkpoint, image_fit, nifti
+    from ..nets import checkpoint
+    from . import image_fit, nifti
 
     start = time.perf_counter()
     with one_torch_thread():
@@ -398,10 +236,10 @@ def fit_scan(scan, out, *, acquisition, method=DEFAULT_METHOD, stamp="", model=N
             finally:
                 staging.discard()
         except ValueError as err:
-            return _row(scan, acquisition, "failed", reason=_one_line(err))
+            return _row(scan, acquisition, "failed", reason=one_line(err))
         except OSError as err:  # disk full, permissions
             return _row(scan, acquisition, "failed", reason=f"cannot write the outputs to {target!r} "
-                                                            f"({_one_line(err.strerror or err)}); free disk space or "
+                                                            f"({one_line(err.strerror or err)}); free disk space or "
                                                             "make OUT writable, then run again")
     return _row(scan, acquisition, "fitted", record=record, warnings=summary["warnings"],
                 seconds=round(time.perf_counter() - start, 3), worker_rss_mb=_peak_rss_mb())
@@ -511,7 +349,7 @@ def _check_options(method, workers, scheduler, pool_voxels, max_epochs, average,
             raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
     if average not in ("geometric", "arithmetic"):
         raise ValueError(f"average must be 'geometric' or 'arithmetic', got {average!r}.")
-    from .recipes import MIN_SCAN_VOXELS
+    from ..nets.recipes import MIN_SCAN_VOXELS
 
     if method in ("ivimnet", "optim") and pool_voxels < MIN_SCAN_VOXELS:
         raise ValueError(f"{method} trains on the pooled voxels and needs at least {MIN_SCAN_VOXELS}; "
@@ -573,7 +411,7 @@ def fit_cohort(root, out, *, method=DEFAULT_METHOD, seed=0, workers=None, schedu
         The rows of ``cohort.csv`` (``COHORT_COLUMNS`` and per-label medians), in the order of ``find_scans``;
         ``status`` is ``"fitted"``, ``"skipped"`` (outputs already current) or ``"failed"`` (with ``reason``).
     """
-    from . import __version__
+    from .. import __version__
 
     _check_options(method, workers, scheduler, pool_voxels, max_epochs, average, seed)
     root, out = os.path.abspath(os.fspath(root)), os.path.abspath(os.fspath(out))
@@ -687,7 +525,7 @@ def _run_dask(jobs, out, done, *, workers, client):
             try:
                 row = fut.result()
             except Exception as err:  # a crashed worker, an error no validation foresaw: this scan only
-                reason = f"{type(err).__name__}: {_one_line(err)}"
+                reason = f"{type(err).__name__}: {one_line(err)}"
                 if type(err).__name__ == "KilledWorker":
                     reason = ("the worker fitting it died (out of memory?); rerun with fewer --workers. "
                               + reason)
@@ -712,5 +550,5 @@ def _connect(scheduler):
     try:
         return Client(scheduler, timeout="20s")
     except (OSError, ValueError, TypeError) as err:
-        raise ValueError(f"cannot connect to the dask scheduler at {scheduler!r} ({_one_line(err)}); check "
+        raise ValueError(f"cannot connect to the dask scheduler at {scheduler!r} ({one_line(err)}); check "
                          "the address (e.g. tcp://host:8786) and that the scheduler is running.") from None

@@ -7,11 +7,11 @@ from importlib import resources
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .checkpoint import load_model
-from .fit import fit_lsq
-from .infer import predict
-from .signal_model import SEED_B_VALUES, ivim
-from .simulate import add_rician_noise
+from ..nets.checkpoint import load_model
+from ..classical.fit import fit_lsq
+from ..nets.infer import predict
+from ..core.signal_model import SEED_B_VALUES, ivim
+from ..simulation.simulate import add_rician_noise
 
 __all__ = ["B_VALUE_SETS", "explore", "plot_explore", "explorer_network", "explorer_widget"]
 

@@ -163,7 +163,7 @@ _SET_01 = (10_000, 0.05, 0)
                         "exp(-b·Dp) < 0.01; count the seed's b-values > 0 before that.",
            why="only these few low b-values carry Dp: it is the hardest parameter to estimate.")
 def _check_01_1(answer):
-    from .signal_model import SEED_B_VALUES, ivim
+    from ..core.signal_model import SEED_B_VALUES, ivim
 
     b = SEED_B_VALUES
     perfusion = ivim(b, _DP_01, 0.0, 1.0)  # Fp = 1: the perfusion compartment alone, 1 at b = 0
@@ -173,8 +173,8 @@ def _check_01_1(answer):
 
 @lru_cache(maxsize=1)
 def _rician_bias_01():
-    from .signal_model import ivim
-    from .simulate import add_rician_noise
+    from ..core.signal_model import ivim
+    from ..simulation.simulate import add_rician_noise
 
     clean = float(ivim(_B_01, *_VOXEL_01))
     draws = add_rician_noise(np.full(2_000_000, clean), _SIGMA_01, np.random.default_rng(2026))
@@ -196,8 +196,8 @@ def _check_01_2(answer):
                         "(indices 6 and 7) voxel by voxel and take the mean of the comparison.",
            why="at SNR 20 noise makes many decays rise at high b: a fit cannot tell such voxels' Dt well.")
 def _check_01_3(answer):
-    from .signal_model import SEED_B_VALUES
-    from .simulate import training_data
+    from ..core.signal_model import SEED_B_VALUES
+    from ..simulation.simulate import training_data
 
     n, sigma, seed = _SET_01
     signals, _ = training_data(n, SEED_B_VALUES, sigma=sigma, seed=seed)
@@ -223,7 +223,7 @@ _SET_02 = (10_000, 0.1, 0)
            why="the network's width is the number of b-values > 0: a sparse acquisition also means a much "
                "smaller network.")
 def _check_02_1(answer):
-    from .networks import IVIMNet
+    from ..nets.networks import IVIMNet
 
     expected = sum(p.numel() for p in IVIMNet(np.array(_SPARSE_02)).parameters() if p.requires_grad)
     return _count_off(answer, expected, "weights")
@@ -232,7 +232,7 @@ def _check_02_1(answer):
 def _state_follows_02():
     import torch
 
-    from .networks import IVIMNet
+    from ..nets.networks import IVIMNet
 
     net = IVIMNet(np.array([0.0, 10, 100, 1000]), seed=0)
     kept, copied = net.state_dict(), copy.deepcopy(net.state_dict())
@@ -260,8 +260,8 @@ def _check_02_2(answer):
 
 
 def _noise_floor_02():
-    from .signal_model import SEED_B_VALUES, ivim
-    from .simulate import training_data
+    from ..core.signal_model import SEED_B_VALUES, ivim
+    from ..simulation.simulate import training_data
 
     n, sigma, seed = _SET_02
     signals, truth = training_data(n, SEED_B_VALUES, sigma=sigma, seed=seed)
@@ -289,8 +289,8 @@ _SIGMA_03 = 15.0
 
 def _region_means_03(b):
     """Noise-free region signals at ``b`` and the allowed error of a region mean of the noisy phantom."""
-    from .signal_model import ivim
-    from .simulate import PHANTOM_REGIONS, phantom_regions
+    from ..core.signal_model import ivim
+    from ..simulation.simulate import PHANTOM_REGIONS, phantom_regions
 
     labels = phantom_regions()
     clean = np.array([float(ivim(b, r.Dp, r.Dt, r.Fp, r.S0)) for r in PHANTOM_REGIONS])
@@ -303,7 +303,7 @@ def _region_means_03(b):
                         "boundaries are strict (40 < i < 60).",
            why="a region's voxel count sets how precisely its mean is known (SE = sigma / sqrt(n)).")
 def _check_03_1(answer):
-    from .simulate import phantom_regions
+    from ..simulation.simulate import phantom_regions
 
     labels = phantom_regions((100, 100))
     expected = np.array([np.sum(labels == k) for k in range(3)])
@@ -330,7 +330,7 @@ def _check_03_2(answer):
                         "(mm²/s); the perfusion part has vanished at these b-values.",
            why="two high-b images give Dt without any fit: the idea behind the segmented fit.")
 def _check_03_3(answer):
-    from .simulate import PHANTOM_REGIONS
+    from ..simulation.simulate import PHANTOM_REGIONS
 
     m500, tol500 = _region_means_03(500.0)
     m1000, tol1000 = _region_means_03(1000.0)
@@ -358,7 +358,7 @@ _B_04 = 60.0
            why="both labellings give the same signal: nothing in an unbounded network says which is Dp, hence "
                "the swap guard.")
 def _check_04_1(answer):
-    from .signal_model import SEED_B_VALUES, ivim
+    from ..core.signal_model import SEED_B_VALUES, ivim
 
     values = _numbers(answer, (3,), "(Dp, Dt, Fp)")
     if np.allclose(values, _REGION_04):
@@ -376,8 +376,8 @@ def _check_04_1(answer):
            why="where Fp is small (region 0) perfusion is only part of the early drop: little signal to "
                "estimate Dp from.")
 def _check_04_2(answer):
-    from .signal_model import ivim
-    from .simulate import PHANTOM_REGIONS
+    from ..core.signal_model import ivim
+    from ..simulation.simulate import PHANTOM_REGIONS
 
     expected = []
     for r in PHANTOM_REGIONS:
@@ -392,9 +392,9 @@ def _check_04_2(answer):
 
 @lru_cache(maxsize=1)
 def _segmented_phantom_04():
-    from .fit import fit_segmented
-    from .signal_model import SEED_B_VALUES
-    from .simulate import phantom, phantom_regions
+    from ..classical.fit import fit_segmented
+    from ..core.signal_model import SEED_B_VALUES
+    from ..simulation.simulate import phantom, phantom_regions
 
     dwi, truth = phantom(sigma=15.0, seed=1)
     return fit_segmented(dwi, SEED_B_VALUES), truth, phantom_regions()
@@ -404,7 +404,7 @@ def _segmented_phantom_04():
                         "true[inside].mean(), for Dp, Dt, Fp; return an array of shape (3, 3).",
            why="one number per region and parameter shows where an estimator fails: Dp where Fp is small.")
 def _check_04_3(answer):
-    from .metrics import PARAMS, region_stats
+    from ..core.metrics import PARAMS, region_stats
 
     estimate, truth, labels = _segmented_phantom_04()
     rows = region_stats(estimate, labels, truth)
@@ -423,9 +423,9 @@ def _check_04_3(answer):
 
 @lru_cache(maxsize=1)
 def _lsq_case_05():
-    from .fit import fit_lsq
-    from .signal_model import SEED_B_VALUES
-    from .simulate import training_data
+    from ..classical.fit import fit_lsq
+    from ..core.signal_model import SEED_B_VALUES
+    from ..simulation.simulate import training_data
 
     signals, truth = training_data(500, SEED_B_VALUES, sigma=0.05, seed=5)
     return fit_lsq(signals, SEED_B_VALUES), truth
@@ -436,8 +436,8 @@ def _lsq_case_05():
            why="an estimator whose NRMSE is near this has learned nothing from the signal: the yardstick for the "
                "low-SNR Dp columns.")
 def _check_05_1(answer):
-    from .metrics import PARAMS
-    from .signal_model import PARAMETER_BOX
+    from ..core.metrics import PARAMS
+    from ..core.signal_model import PARAMETER_BOX
 
     box = np.array([PARAMETER_BOX[p] for p in PARAMS])
     expected = (box[:, 1] - box[:, 0]) / np.sqrt(12) / box.mean(axis=1)
@@ -470,7 +470,7 @@ def _check_05_2(answer):
                         "values (estimates on a bound) share their average rank: scipy.stats.rankdata.",
            why="rho_Dp_Fp far from 0 means the estimator couples Dp and Fp: the truths are independent.")
 def _check_05_3(answer):
-    from .metrics import spearman
+    from ..core.metrics import spearman
 
     estimate, truth = _lsq_case_05()
     off = []
@@ -497,8 +497,8 @@ _LOW_FP_06, _SET_06B, _GRID_06 = (0.02, 0.1), (500, 0.01, 5), (12, 12, 12)
 def _check_06_1(answer):
     import torch
 
-    from .networks import IVIMNetOptim
-    from .signal_model import SEED_B_VALUES
+    from ..nets.networks import IVIMNetOptim
+    from ..core.signal_model import SEED_B_VALUES
 
     net = IVIMNetOptim(SEED_B_VALUES).eval()
     with torch.no_grad():
@@ -516,9 +516,9 @@ def _check_06_1(answer):
            why="a bounded fit parks the voxels whose data say nothing about Dp on its bounds: those are not "
                "measurements, and they inflate the NRMSE.")
 def _check_06_2(answer):
-    from .fit import fit_lsq
-    from .signal_model import FIT_BOUNDS, SEED_B_VALUES
-    from .simulate import training_data
+    from ..classical.fit import fit_lsq
+    from ..core.signal_model import FIT_BOUNDS, SEED_B_VALUES
+    from ..simulation.simulate import training_data
 
     n, sigma, seed = _SET_06
     signals, _ = training_data(n, SEED_B_VALUES, sigma=sigma, seed=seed)
@@ -533,10 +533,10 @@ def _check_06_2(answer):
 
 @lru_cache(maxsize=1)
 def _low_perfusion_06():
-    from .fit import fit_bayes, fit_lsq
-    from .metrics import normalised_bias
-    from .signal_model import PARAMETER_BOX, SEED_B_VALUES
-    from .simulate import training_data
+    from ..classical.fit import fit_bayes, fit_lsq
+    from ..core.metrics import normalised_bias
+    from ..core.signal_model import PARAMETER_BOX, SEED_B_VALUES
+    from ..simulation.simulate import training_data
 
     n, sigma, seed = _SET_06B
     signals, truth = training_data(n, SEED_B_VALUES, sigma=sigma, seed=seed, box={**PARAMETER_BOX, "Fp": _LOW_FP_06})
@@ -564,8 +564,8 @@ def _check_06_3(answer):
 @lru_cache(maxsize=1)
 def _volunteer_07():
     from .examples import load_example
-    from .mask import make_mask
-    from .nifti import load_dwi, load_mask
+    from ..imaging.mask import make_mask
+    from ..imaging.nifti import load_dwi, load_mask
 
     ex = load_example("volunteer1")
     dwi, b_values, affine = load_dwi(ex.paths["dwi"], ex.paths["bvals"])
@@ -577,7 +577,7 @@ def _volunteer_07():
                         "(auto & ~body).sum().",
            why="an automatic mask is a guess: look at it (and count) before fitting.")
 def _check_07_1(answer):
-    from .mask import make_mask
+    from ..imaging.mask import make_mask
 
     _, dwi, _, body = _volunteer_07()
     expected = int(np.sum(make_mask(dwi, warn=False) & ~body))
@@ -586,8 +586,8 @@ def _check_07_1(answer):
 
 @lru_cache(maxsize=1)
 def _fits_07():
-    from .image_fit import fit_volume
-    from .networks import IVIMNet
+    from ..imaging.image_fit import fit_volume
+    from ..nets.networks import IVIMNet
 
     _, dwi, b_values, body = _volunteer_07()
     lsq = fit_volume(dwi, b_values, body, method="lsq", progress=False)
@@ -599,7 +599,7 @@ def _fits_07():
                         "np.median(fits['lsq'].maps.Dt[inside]).",
            why="a median ignores the few voxels pinned at a bound; that is why the ROI table uses medians.")
 def _check_07_2(answer):
-    from .metrics import roi_medians
+    from ..core.metrics import roi_medians
 
     ex, _, _, body = _volunteer_07()
     lsq, _ = _fits_07()

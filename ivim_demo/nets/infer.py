@@ -6,10 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from .checks import check_signals, invalid_option, valid_voxels
-from .signal_model import IVIMParams
+from ..core.checks import check_signals, invalid_option, valid_voxels
+from ..core.signal_model import IVIMParams
 from .networks import acquisition_matches, noise_input
-from .threads import one_torch_thread
+from ..core.threads import one_torch_thread
 
 __all__ = ["predict", "decide_labelling", "swap_guard"]
 
@@ -179,8 +179,8 @@ def _check_acquisition(net, b_values):
 
 def _predict_uncertainty(net, signals, *, b_values, sigma, interval, invalid):
     """``predict`` for ``IVIMNetUncertainty``: posterior-mean estimates, or a ``Posterior``."""
-    from .fit import estimate_sigma
-    from .posterior import Posterior
+    from ..classical.fit import estimate_sigma
+    from ..classical.posterior import Posterior
 
     _check_acquisition(net, b_values)
     level = net.options["level"]

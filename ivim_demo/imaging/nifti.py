@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 
-from .checks import check_b_units
-from .signal_model import IVIMParams
+from ..core.checks import check_b_units
+from ..core.signal_model import IVIMParams
 
 __all__ = ["load_dwi", "load_mask", "average_directions", "save_maps", "save_dwi"]
 

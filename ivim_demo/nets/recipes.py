@@ -12,12 +12,12 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from .checks import check_b_values, check_signals
-from .fit import estimate_sigma
-from .signal_model import PARAMETER_BOX, SEED_B_VALUES
+from ..core.checks import check_b_values, check_signals
+from ..classical.fit import estimate_sigma
+from ..core.signal_model import PARAMETER_BOX, SEED_B_VALUES
 from .networks import IVIMNet, IVIMNetOptim, IVIMNetUncertainty, check_snr_range
-from .signal_model import ivim
-from .simulate import add_rician_noise, sample_params, scan_like_data, training_data
+from ..core.signal_model import ivim
+from ..simulation.simulate import add_rician_noise, sample_params, scan_like_data, training_data
 from .checkpoint import load_model, save_model
 from .ensemble import train_stack
 from .training import train
@@ -385,7 +385,7 @@ def train_jobs(jobs, *, workers=1, cache=None):
 def _training_code() -> bytes:
     """The package's whole source, every module by its path (read once per process): a cached network is
     reused only by the code that trained it, and moving or renaming a module cannot leave a stale one."""
-    root = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the package, above nets/
     files = sorted(os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")
                    for folder, _, names in os.walk(root) for name in names if name.endswith(".py"))
     return b"".join(f.encode() + b"\0" + open(os.path.join(root, f), "rb").read() for f in files)

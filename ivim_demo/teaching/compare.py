@@ -5,13 +5,13 @@ import time
 
 import numpy as np
 
-from .checks import check_positive
-from .infer import predict
-from .methods import CLASSICAL_METHODS, LABELS, classical_fit
-from .metrics import PARAMS, cv_across, normalised_bias, nrmse, spearman
-from .signal_model import SEED_B_VALUES
-from .recipes import ABLATION, train_jobs
-from .simulate import training_data
+from ..core.checks import check_positive
+from ..nets.infer import predict
+from ..imaging.methods import CLASSICAL_METHODS, LABELS, classical_fit
+from ..core.metrics import PARAMS, cv_across, normalised_bias, nrmse, spearman
+from ..core.signal_model import SEED_B_VALUES
+from ..nets.recipes import ABLATION, train_jobs
+from ..simulation.simulate import training_data
 
 __all__ = ["SPREAD_COLUMNS", "fit_all", "score", "compare_over_snr", "compare_at_snr", "ablation", "held_out"]
 

@@ -6,14 +6,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .checks import check_b_values, check_positive, check_signals
-from .fit import estimate_sigma, fit_lsq
-from .infer import predict
+from ..core.checks import check_b_values, check_positive, check_signals
+from ..classical.fit import estimate_sigma, fit_lsq
+from ..nets.infer import predict
 from .methods import DEFAULT_METHOD, METHODS, NETWORK_METHODS, classical_fit
-from .signal_model import IVIMParams
-from .networks import acquisition_matches
+from ..core.signal_model import IVIMParams
+from ..nets.networks import acquisition_matches
 from .quality import decay_warnings, quality_measures, quality_warnings, residual
-from .recipes import IN_VIVO_BOX, train_on_scan
+from ..nets.recipes import IN_VIVO_BOX, train_on_scan
 
 __all__ = ["METHODS", "NETWORK_METHODS", "VolumeFit", "fit_volume", "method_of"]
 
@@ -80,7 +80,7 @@ _LEVEL = 0.9
 
 def _split_posterior(est):
     """(means, SDs) of a ``Posterior``; (est, None) for plain estimates."""
-    from .posterior import Posterior
+    from ..classical.posterior import Posterior
 
     return (est.mean, est.sd) if isinstance(est, Posterior) else (est, None)
 
@@ -115,7 +115,7 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
     mask : array_like of bool
         Voxels to fit, shaped ``dwi.shape[:-1]`` (see ``make_mask``).
     method : {"supervised", "ivimnet", "optim", "lsq", "segmented", "bayes"}
-        See ``ivim_demo.methods``; default ``DEFAULT_METHOD``.
+        See ``ivim_demo.imaging.methods``; default ``DEFAULT_METHOD``.
     net : torch.nn.Module, optional
         A trained network for a network method; it must have been trained on
         these b-values.

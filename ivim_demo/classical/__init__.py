@@ -1,0 +1,1 @@
+"""Per-voxel classical fits: least squares, segmented, and the exact Bayesian posterior."""

@@ -1,0 +1,1 @@
+"""Networks: architectures, training (one or many stacked), inference, checkpoints, recipes."""

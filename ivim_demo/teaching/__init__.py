@@ -1,0 +1,1 @@
+"""What the notebooks use on top: comparisons, calibration, the explorer, exercises, hand-off files, shipped examples."""
