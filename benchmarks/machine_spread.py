@@ -8,8 +8,9 @@ Compares the committed tables in ``figures/`` (05_method_comparison, 06_ablation
 or MKL code path: ``--other``, see its README.md). Classical fits should agree to rounding; a network's
 training takes another path when its float32 rounding differs, so its rows move. For each network row
 and score (NRMSE, rho(Dp, Fp)), the difference between the runs is reported in units of the spread over
-trainings (the pooled SD of the two runs' five trainings): differences of about one SD mean the rows
-differ as much as two sets of five trainings on one machine would.
+trainings (the pooled SD of one training's result over each run's five trainings). Two means of five
+trainings on one machine differ by sqrt(2/5) = 0.63 of that SD in standard deviation, so differences of
+up to about 1.3 SD are within two standard errors of what a second set of seeds would give.
 
 Writes benchmarks/results/machine_spread.json.
 """
