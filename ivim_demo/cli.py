@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from .imaging.methods import DEFAULT_METHOD, METHODS
+from .imaging.methods import DEFAULT_METHOD, method as registered, methods
 from .imaging.outputs import Staging, check_enough_b_values, write_outputs
 
 USAGE_EXAMPLE = (
@@ -37,6 +37,15 @@ COHORT_EXAMPLE = (
 )
 
 
+#: The methods ``--method``'s help describes in its own words; any other registered method adds its help line.
+_DESCRIBED = ("supervised", "ivimnet", "optim", "lsq", "segmented", "bayes")
+
+
+def _other_methods():
+    others = [m for m in methods() if m not in _DESCRIBED]
+    return "".join(f"; {m}: {registered(m).help}" for m in others)
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="python -m ivim_demo", description="IVIM parameter maps from DWI.",
                                 epilog=USAGE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,14 +59,15 @@ def _parser():
                         "files is refused")
     f.add_argument("--mask", help="NIfTI mask (non-zero = fit); default: the b=0 image's tissue (Otsu "
                                   "threshold when the image has background, else every valid voxel)")
-    f.add_argument("--method", choices=METHODS,
+    f.add_argument("--method", choices=methods(),
                    help=f"default {DEFAULT_METHOD}: a network trained for this scan on simulations of it (its "
                         "b-values, signal levels and noise), which also writes posterior SD maps *_sd.nii.gz; "
                         "ivimnet (the paper's network) and optim "
                         "(IVIM-NET_optim): trained, unsupervised, on the scan's own voxels; lsq: least squares per "
                         "voxel; segmented: Dt from b >= 200 first, then Fp and Dp; bayes: posterior mean on a grid (S0 "
                         "unknown, uniform prior on IN_VIVO_BOX), also writes posterior SD maps *_sd.nii.gz. "
-                        "Networks train for about 0.5-3 minutes on one slice. With --model: read off the model")
+                        "Networks train for about 0.5-3 minutes on one slice. With --model: read off the model"
+                        + _other_methods())
     f.add_argument("--model", help="a trained network checkpoint (e.g. an earlier run's supervised.pt) to use "
                                    "instead of training; it must match the scan's b-values")
     f.add_argument("--sigma", type=float, help="bayes only: the noise SD of the direction-averaged image in its "
@@ -72,7 +82,7 @@ def _parser():
                    help="output folder: maps of each scan in OUT/sub-*/[ses-*/]dwi/SCAN/, the networks in "
                         "OUT/models/, and OUT/cohort.csv; rerun with the same options to resume (scans whose "
                         "outputs are current are skipped)")
-    c.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+    c.add_argument("--method", choices=methods(), default=DEFAULT_METHOD,
                    help=f"default {DEFAULT_METHOD}; a network method trains one network per acquisition (b-value "
                         "set) on voxels pooled from all its scans, then fits every scan with it")
     c.add_argument("--labels-glob", help="label images (integer labels) beside each DWI, for per-label medians in "
@@ -91,8 +101,8 @@ def _fit(args, staging):
     from .nets import checkpoint
     from .imaging import image_fit, mask, nifti
 
-    if args.sigma is not None and (args.method or DEFAULT_METHOD) != "bayes":
-        raise ValueError("--sigma only applies to --method bayes.")
+    if args.sigma is not None and not registered(args.method or DEFAULT_METHOD).needs_sigma:
+        raise ValueError(f"--sigma only applies to --method {', '.join(m for m in methods() if registered(m).needs_sigma)}.")
     dwi, b_values, affine = nifti.load_dwi(args.dwi, args.bvals, average=args.average)
     check_enough_b_values(b_values)
     user_mask = nifti.load_mask(args.mask, affine=affine) if args.mask else None

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from .methods import DEFAULT_METHOD, METHODS, NETWORK_METHODS
+from .methods import DEFAULT_METHOD, method as registered
 from .outputs import Staging, check_enough_b_values, write_outputs
 from .study import LABELS_GLOB, find_scans, group_scans, one_line, read_b_values
 from ..core.threads import one_torch_thread
@@ -121,11 +121,11 @@ def train_models(acquisitions, out, *, method=DEFAULT_METHOD, seed=0, max_epochs
         can be, all of them fail and it has no model.
     """
     models, failed = {}, {}
-    if method not in NETWORK_METHODS:
+    entry = registered(method)
+    if entry.kind != "network":
         return models, failed
     from .. import __version__
     from ..nets import checkpoint
-    from ..nets.recipes import train_on_scan
 
     for acq in acquisitions:
         folder = os.path.join(out, "models", acq.acq_id)
@@ -148,7 +148,7 @@ def train_models(acquisitions, out, *, method=DEFAULT_METHOD, seed=0, max_epochs
         if not len(voxels):
             continue
         try:
-            net = train_on_scan(voxels, acq.b_values, method=method, seed=seed, max_epochs=max_epochs,
+            net = entry.load()(voxels, acq.b_values, method=method, seed=seed, max_epochs=max_epochs,
                                 progress=progress)
         except ValueError as err:  # e.g. too few voxels for an unsupervised network
             failed.update({s.scan_id: f"training the {acq.acq_id} network failed: {one_line(err)}"
@@ -335,8 +335,7 @@ def _alive(pid) -> bool:
 
 
 def _check_options(method, workers, scheduler, pool_voxels, max_epochs, average, seed=0):
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
+    entry = registered(method)  # a ValueError naming the choices for an unknown method
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be a whole number from 0 to 2**32 - 1, got {seed!r}.")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
@@ -351,7 +350,7 @@ def _check_options(method, workers, scheduler, pool_voxels, max_epochs, average,
         raise ValueError(f"average must be 'geometric' or 'arithmetic', got {average!r}.")
     from ..nets.recipes import MIN_SCAN_VOXELS
 
-    if method in ("ivimnet", "optim") and pool_voxels < MIN_SCAN_VOXELS:
+    if entry.trains_on_scan and pool_voxels < MIN_SCAN_VOXELS:
         raise ValueError(f"{method} trains on the pooled voxels and needs at least {MIN_SCAN_VOXELS}; "
                          f"pool_voxels (--pool-voxels) is {pool_voxels}.")
 
@@ -386,7 +385,7 @@ def fit_cohort(root, out, *, method=DEFAULT_METHOD, seed=0, workers=None, schedu
     out : str or os.PathLike
         Output folder (created); one run at a time writes into it.
     method : str
-        One of ``METHODS``; default ``DEFAULT_METHOD``.
+        A registered method (``methods.methods()``); default ``DEFAULT_METHOD``.
     seed : int
         Seeds the voxel sample, the network and its training.
     workers : int, optional
@@ -433,7 +432,8 @@ def fit_cohort(root, out, *, method=DEFAULT_METHOD, seed=0, workers=None, schedu
         failed.update(lost)
         acq_of = {s.scan_id: a.acq_id for a in acquisitions for s in a.scans}
         options = {"method": method, "seed": seed, "average": average, "mask": "automatic", "version": __version__}
-        if method in NETWORK_METHODS:
+        network = registered(method).kind == "network"
+        if network:
             options.update(max_epochs=max_epochs, pool_voxels=pool_voxels)
         rows, jobs = {}, []
         for scan in scans:
@@ -442,7 +442,7 @@ def fit_cohort(root, out, *, method=DEFAULT_METHOD, seed=0, workers=None, schedu
                 rows[scan.scan_id] = _row(scan, acq, "failed", reason=failed[scan.scan_id])
                 continue
             model, sha = models.get(acq, (None, None))
-            if method in NETWORK_METHODS and model is None:
+            if network and model is None:
                 rows[scan.scan_id] = _row(scan, acq, "failed", reason=f"no network for {acq}: none of its scans "
                                                                       "could be loaded for training")
                 continue

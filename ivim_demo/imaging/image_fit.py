@@ -9,11 +9,11 @@ import numpy as np
 from ..core.checks import check_b_values, check_positive, check_signals
 from ..classical.fit import estimate_sigma, fit_lsq
 from ..nets.infer import predict
-from .methods import DEFAULT_METHOD, METHODS, NETWORK_METHODS, classical_fit
+from .method_fits import LEVEL
+from .methods import DEFAULT_METHOD, METHODS, NETWORK_METHODS, method as registered, methods
 from ..core.signal_model import IVIMParams
 from ..nets.networks import acquisition_matches
 from .quality import decay_warnings, quality_measures, quality_warnings, residual
-from ..nets.recipes import IN_VIVO_BOX, train_on_scan
 
 __all__ = ["METHODS", "NETWORK_METHODS", "VolumeFit", "fit_volume", "method_of"]
 
@@ -59,7 +59,7 @@ def method_of(net) -> str:
     """The network method a trained network was made with (recorded by ``train_on_scan``), else
     ``"ivimnet"`` for the seed's ``IVIMNet`` and ``"optim"`` for other networks."""
     recipe = (getattr(net, "history", None) or {}).get("recipe")
-    if recipe in NETWORK_METHODS:
+    if recipe in methods("network"):
         return recipe
     return "ivimnet" if type(net).__name__ == "IVIMNet" else "optim"
 
@@ -74,8 +74,6 @@ SD_MAPS = {
                   "Rician noise with the noise SD recorded as noise_sd, IVIM model assumed right); within a few % "
                   "of the exact posterior's on simulations, not checked voxel by voxel here",
 }
-#: Credible level the posterior methods are asked for (its intervals are not kept; the SDs do not depend on it).
-_LEVEL = 0.9
 
 
 def _split_posterior(est):
@@ -114,8 +112,10 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
         b-values in s/mm^2.
     mask : array_like of bool
         Voxels to fit, shaped ``dwi.shape[:-1]`` (see ``make_mask``).
-    method : {"supervised", "ivimnet", "optim", "lsq", "segmented", "bayes"}
-        See ``ivim_demo.imaging.methods``; default ``DEFAULT_METHOD``.
+    method : str
+        A registered method (``imaging.methods``: "supervised", "ivimnet",
+        "optim", "lsq", "segmented", "bayes", and any registered later);
+        default ``DEFAULT_METHOD``.
     net : torch.nn.Module, optional
         A trained network for a network method; it must have been trained on
         these b-values.
@@ -139,8 +139,8 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
     -------
     VolumeFit
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
+    entry = registered(method)  # a ValueError naming the choices for an unknown method
+    network = entry.kind == "network"
     b = check_b_values(b_values)
     d = np.asarray(dwi)
     m = np.asarray(mask)
@@ -150,9 +150,9 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
 
         if not isinstance(net, torch.nn.Module):
             raise ValueError(f"net must be a trained network (e.g. from load_model), got {type(net).__name__}.")
-        if method not in NETWORK_METHODS:
+        if not network:
             raise ValueError(f"a network was given but method={method!r} is not a network method "
-                             f"({', '.join(NETWORK_METHODS)}).")
+                             f"({', '.join(methods('network'))}).")
         recipe = (getattr(net, "history", None) or {}).get("recipe")
         if recipe is not None and recipe != method:
             raise ValueError(f"this network was trained as {recipe!r}, not {method!r}; pass method={recipe!r}.")
@@ -162,9 +162,9 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
         raise ValueError("the mask is empty: no voxel to fit.")
     voxels = check_signals(d[m], n_b=len(b))
     info = {"method": method, "voxels": int(m.sum())}
-    if method in NETWORK_METHODS:
+    if network:
         if net is None:
-            net = train_on_scan(voxels, b, method=method, seed=seed, max_epochs=max_epochs, progress=progress)
+            net = entry.load()(voxels, b, method=method, seed=seed, max_epochs=max_epochs, progress=progress)
             h = net.history
             info.update(train_seconds=h["seconds"], epochs=h["epochs"], best_epoch=h["best_epoch"])
             if "noise_sd" in h:
@@ -176,7 +176,7 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
             )
         info["network"] = type(net).__name__
     start = time.perf_counter()
-    if method in NETWORK_METHODS and getattr(net, "takes_sigma", False):
+    if network and getattr(net, "takes_sigma", False):
         # the noise it was trained for when trained here (the same estimate from the same voxels); a network
         # given (e.g. --model, trained on another scan or a cohort's pooled voxels) gets this scan's own noise,
         # as its noise input is relative to each voxel's S(b=0) and a scan's signal units are its own
@@ -184,15 +184,14 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
         if noise is None:
             noise = float(estimate_sigma(voxels, b, absolute=True))
             info["noise_sd"] = noise
-        est = predict(net, voxels, b_values=b, sigma=noise, interval=_LEVEL)
-    elif method in NETWORK_METHODS:
+        est = predict(net, voxels, b_values=b, sigma=noise, interval=LEVEL)
+    elif network:
         est = predict(net, voxels, b_values=b)
-    elif method == "bayes":
-        sigma = estimate_sigma(voxels, b, absolute=True) if sigma is None else _check_sigma(sigma, voxels)
-        info["sigma"] = float(sigma)
-        est = classical_fit(method)(voxels, b, sigma=sigma, prior=IN_VIVO_BOX, interval=_LEVEL)
-    else:
-        est = classical_fit(method)(voxels, b)
+    else:  # a classical method of the registry: the in-vivo prior, intervals where it has them
+        if entry.needs_sigma:
+            sigma = estimate_sigma(voxels, b, absolute=True) if sigma is None else _check_sigma(sigma, voxels)
+            info["sigma"] = float(sigma)
+        est = entry.load()(voxels, b, sigma=sigma if entry.needs_sigma else None, context="scan")
     # a method that yields a Posterior (mean, sd, lower, upper) gets SD maps; the network methods plug in by
     # returning one from predict
     est, sd = _split_posterior(est)
@@ -203,14 +202,14 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
     lsq = est if method == "lsq" else fit_lsq(voxels, b)
     info["residual_median"] = float(np.median(res))
     info["warnings"] = decay_warnings(voxels, b)
-    if method in NETWORK_METHODS:  # what train() found wrong (a loss that never improved, a constant output)
+    if network:  # what train() found wrong (a loss that never improved, a constant output)
         info["warnings"] += list((getattr(net, "history", None) or {}).get("warnings", []))
     if method != "lsq":  # the others are judged against least squares on the same voxels
         info["quality"] = quality_measures(est, res, lsq, residual(voxels, b, lsq), n_b=len(b))
-        info["warnings"] += quality_warnings(method, info["quality"], network=method in NETWORK_METHODS)
+        info["warnings"] += quality_warnings(method, info["quality"], network=network)
     maps = IVIMParams(*(_unmask(values, m) for values in est))
     sd_maps = None if sd is None else IVIMParams(*(_unmask(values, m) for values in sd))
-    return VolumeFit(maps, _unmask(res, m), info, net if method in NETWORK_METHODS else None, sd_maps)
+    return VolumeFit(maps, _unmask(res, m), info, net if network else None, sd_maps)
 
 
 #: A given sigma below this fraction of the median S(b=0) is taken for a relative one (an SNR above 1000).

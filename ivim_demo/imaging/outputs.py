@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 
-from .methods import NETWORK_METHODS
+from .methods import NETWORK_METHODS, methods
 
 __all__ = ["OUTPUT_FILES", "SD_MAP_NAMES", "SD_ROW", "Staging", "check_enough_b_values", "check_out", "sd_limits",
            "write_outputs"]
@@ -29,7 +29,7 @@ def check_out(out):
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out!r} is a file; give a folder to write the maps into.")
     if os.path.isdir(out):
-        others = sorted(set(os.listdir(out)) - OUTPUT_FILES)
+        others = sorted(set(os.listdir(out)) - OUTPUT_FILES - {f"{m}.pt" for m in methods("network")})
         if others:
             raise ValueError(f"--out {out!r} holds files this tool did not write ({', '.join(others[:3])}"
                              f"{', ...' if len(others) > 3 else ''}), which a run would delete; give a new or "

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..core.checks import check_positive
 from ..nets.infer import predict
-from ..imaging.methods import CLASSICAL_METHODS, LABELS, classical_fit
+from ..imaging.methods import method as registered, methods as registered_methods
 from ..core.metrics import PARAMS, cv_across, normalised_bias, nrmse, spearman
 from ..core.signal_model import SEED_B_VALUES
 from ..nets.recipes import ABLATION, train_jobs
@@ -17,7 +17,8 @@ __all__ = ["SPREAD_COLUMNS", "fit_all", "score", "compare_over_snr", "compare_at
 
 
 def fit_all(signals, b_values, *, snr=None, sigma=None, net=None, bayes_grid=(40, 40, 40)):
-    """Estimate with every method: IVIM-NET (when ``net`` is given), LSQ, segmented, Bayes.
+    """Estimate with every method: IVIM-NET (when ``net`` is given) and every classical method registered
+    (``imaging.methods``: LSQ, segmented, Bayes, and any added).
 
     Bayes is ``fit_bayes``'s exact posterior mean (S0 unknown, uniform prior
     on ``PARAMETER_BOX``), which needs the noise SD in signal units: give
@@ -46,11 +47,13 @@ def fit_all(signals, b_values, *, snr=None, sigma=None, net=None, bayes_grid=(40
     seconds : dict of str -> float
         Wall time of each method on these signals (the network: inference only).
     """
-    options = {"bayes": {"sigma": _noise_sd(signals, snr, sigma), "grid": bayes_grid}}
-    methods = {LABELS[m]: (lambda m=m: classical_fit(m)(signals, b_values, **options.get(m, {})))
-               for m in CLASSICAL_METHODS}
+    noise = _noise_sd(signals, snr, sigma)
+    classical = [registered(m) for m in registered_methods("classical")]  # every classical method registered
+    methods = {m.label: (lambda m=m: m.load()(signals, b_values, sigma=noise if m.needs_sigma else None,
+                                                context="simulation", grid=bayes_grid))
+               for m in classical}
     if net is not None:
-        methods = {LABELS["ivimnet"]: lambda: predict(net, signals, b_values=b_values), **methods}
+        methods = {registered("ivimnet").label: lambda: predict(net, signals, b_values=b_values), **methods}
     estimates, seconds = {}, {}
     for name, run in methods.items():
         start = time.perf_counter()
