@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from .imaging.methods import DEFAULT_METHOD, method as registered, methods
+from .imaging.methods import DEFAULT_METHOD, METHODS, method as registered, methods
 from .imaging.outputs import Staging, check_enough_b_values, write_outputs
 
 USAGE_EXAMPLE = (
@@ -37,12 +37,9 @@ COHORT_EXAMPLE = (
 )
 
 
-#: The methods ``--method``'s help describes in its own words; any other registered method adds its help line.
-_DESCRIBED = ("supervised", "ivimnet", "optim", "lsq", "segmented", "bayes")
-
-
 def _other_methods():
-    others = [m for m in methods() if m not in _DESCRIBED]
+    """Help lines of methods registered besides the built-in ones, which ``--method``'s help describes."""
+    others = [m for m in methods() if m not in METHODS]
     return "".join(f"; {m}: {registered(m).help}" for m in others)
 
 

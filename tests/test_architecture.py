@@ -134,9 +134,16 @@ def test_installed_package_fits_a_shipped_example(tmp_path):
     import subprocess
     import sys
 
-    site = tmp_path / "site"
+    import shutil
+
+    # built from a copy: setuptools leaves build/lib in the tree it builds, whose stale modules a later
+    # build of the checkout would install too
+    source, site = tmp_path / "source", tmp_path / "site"
+    shutil.copytree(PACKAGE, source / "ivim_demo", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(PACKAGE.parent / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--target", str(site), str(PACKAGE.parent)], check=True,
+                    "--disable-pip-version-check", "--target", str(site), str(source)], check=True,
                    capture_output=True)
     data = site / "ivim_demo" / "data" / "wetscherek"
     env = {**os.environ, "PYTHONPATH": str(site)}

@@ -12,7 +12,7 @@ import importlib
 from typing import NamedTuple
 
 __all__ = ["Method", "REGISTRY", "register", "method", "methods", "NETWORK_METHODS", "CLASSICAL_METHODS",
-           "METHODS", "DEFAULT_METHOD", "LABELS", "classical_fit"]
+           "METHODS", "DEFAULT_METHOD", "LABELS"]
 
 
 class Method(NamedTuple):
@@ -115,12 +115,3 @@ METHODS = NETWORK_METHODS + CLASSICAL_METHODS
 DEFAULT_METHOD = "supervised"
 #: How tables and figures name each built-in method.
 LABELS = {name: m.label for name, m in REGISTRY.items()}
-
-
-def classical_fit(name):
-    """The function behind a classical method: ``fit_lsq``, ``fit_segmented`` or ``fit_bayes``."""
-    if name not in CLASSICAL_METHODS:
-        raise ValueError(f"{name!r} is not a classical method; choose one of {', '.join(CLASSICAL_METHODS)}.")
-    from ..classical import fit
-
-    return getattr(fit, f"fit_{name}")

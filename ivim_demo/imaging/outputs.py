@@ -11,17 +11,18 @@ import os
 import shutil
 import tempfile
 
-from .methods import NETWORK_METHODS, methods
+from .methods import methods
 
 __all__ = ["OUTPUT_FILES", "SD_MAP_NAMES", "SD_ROW", "Staging", "check_enough_b_values", "check_out", "sd_limits",
            "write_outputs"]
 
-#: Every file a run writes into --out; a folder holding anything else is not ours to replace.
 #: Posterior SD maps, written when the method yields a posterior (``VolumeFit.sd``; ``--method bayes`` and
 #: ``supervised``).
 SD_MAP_NAMES = ("Dp", "Dt", "Fp")
+#: Every file a run writes into --out besides a network's ``METHOD.pt``; a folder holding anything else is
+#: not ours to replace.
 OUTPUT_FILES = {"Dp.nii.gz", "Dt.nii.gz", "Fp.nii.gz", "S0.nii.gz", "residual.nii.gz", "overview.png",
-                "summary.json", *(f"{m}.pt" for m in NETWORK_METHODS), *(f"{p}_sd.nii.gz" for p in SD_MAP_NAMES)}
+                "summary.json", *(f"{p}_sd.nii.gz" for p in SD_MAP_NAMES)}
 
 
 def check_out(out):
@@ -29,7 +30,8 @@ def check_out(out):
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out!r} is a file; give a folder to write the maps into.")
     if os.path.isdir(out):
-        others = sorted(set(os.listdir(out)) - OUTPUT_FILES - {f"{m}.pt" for m in methods("network")})
+        ours = OUTPUT_FILES | {f"{m}.pt" for m in methods("network")}  # and a network registered later
+        others = sorted(set(os.listdir(out)) - ours)
         if others:
             raise ValueError(f"--out {out!r} holds files this tool did not write ({', '.join(others[:3])}"
                              f"{', ...' if len(others) > 3 else ''}), which a run would delete; give a new or "
