@@ -63,11 +63,13 @@ def _parser():
                         "(IVIM-NET_optim): trained, unsupervised, on the scan's own voxels; lsq: least squares per "
                         "voxel; segmented: Dt from b >= 200 first, then Fp and Dp; bayes: posterior mean on a grid (S0 "
                         "unknown, uniform prior on IN_VIVO_BOX), also writes posterior SD maps *_sd.nii.gz. "
+                        "pretrained: the shipped any-protocol network, no training, also writes SD maps. "
                         "Networks train for about 0.5-3 minutes on one slice. With --model: read off the model"
                         + _other_methods())
     f.add_argument("--model", help="a trained network checkpoint (e.g. an earlier run's supervised.pt) to use "
                                    "instead of training; it must match the scan's b-values")
-    f.add_argument("--sigma", type=float, help="bayes only: the noise SD of the direction-averaged image in its "
+    f.add_argument("--sigma", type=float, help="bayes and pretrained only: the noise SD of the direction-averaged "
+                                               "image in its "
                                                "signal units (earlier versions took it relative to S(b=0)); "
                                                "default: estimated from least-squares residuals")
     _shared_options(f)
@@ -91,7 +93,25 @@ def _parser():
     c.add_argument("--pool-voxels", type=int, help="voxels each network is trained on, drawn evenly from the scans "
                                                    "of its acquisition (default 20000)")
     _shared_options(c)
+    t = sub.add_parser("pretrain", help="retrain the shipped any-protocol network (--method pretrained) from "
+                                        "scratch; rerun the same command to resume")
+    t.add_argument("--out", required=True, help="folder for the training state (saved every 1000 steps) and the "
+                                                "result, OUT/pretrained.pt (load it with load_pretrained(path))")
+    t.add_argument("--steps", type=int, help="optimiser steps (default 150000, the shipped network's)")
+    t.add_argument("--seed", type=int, help="seeds weights, protocols, voxels and noise (default 0)")
+    t.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _pretrain(args):
+    from .nets.pretrained import PRETRAINED_FILE, train_pretrained
+
+    net = train_pretrained(args.out, steps=args.steps, seed=args.seed, threads=args.threads,
+                           progress=not args.no_progress)
+    print(f"trained in {net.history['seconds'] / 60:.1f} min; best validation loss "
+          f"{net.history['best_validation_loss']:.4g}; network in {os.path.join(args.out, PRETRAINED_FILE)}")
+    return 0
 
 
 def _fit(args, staging):
@@ -169,6 +189,15 @@ def main(argv=None) -> int:
     import warnings
 
     args = _parser().parse_args(argv)
+    if args.command == "pretrain":
+        try:
+            return _pretrain(args)
+        except ValueError as err:
+            print("error: " + " ".join(str(err).split()), file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted: run the same command again to resume from the last saved step", file=sys.stderr)
+            return 130
     staging, cohort = None, False
     handlers, previous, held = {}, {}, []
     if _in_main_thread():  # until the libraries are loaded, an interrupt is only noted

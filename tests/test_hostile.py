@@ -298,3 +298,39 @@ def test_api_refuses_what_is_not_a_network_and_a_net_with_a_classical_method(sca
     nan_mask = np.where(keep, 1.0, np.nan)  # NaN is outside, as in make_mask and the command line
     fit = iv.fit_volume(ex.dwi, ex.b_values, nan_mask, method="lsq")
     assert fit.info["voxels"] == int(keep.sum())
+
+
+# --- round three: numbers out of range -----------------------------------------------------------------
+
+def test_network_reads_signals_of_any_scale(trained_net):
+    """B7: signals x 1e297 overflowed float32 before the division by S(b=0): all-NaN maps, no error."""
+    net, _ = trained_net
+    S, _ = iv.training_data(50, sigma=0.02, seed=3)
+    small, huge = iv.predict(net, S), iv.predict(net, S * 1e297)
+    assert np.isfinite(huge.Dt).all()
+    np.testing.assert_allclose(huge.Dt, small.Dt, rtol=1e-6, atol=0)  # the same normalised input
+
+
+def test_damaged_weights_are_refused_not_mapped_to_nan(trained_net):
+    """B8: a checkpoint whose checksum is valid but whose weights are x 1e30 gave all-NaN maps silently."""
+    net, _ = trained_net
+    damaged = iv.IVIMNet(iv.SEED_B_VALUES)
+    damaged.load_state_dict({k: v * 1e30 if k.endswith("weight") else v for k, v in net.state_dict().items()})
+    S, _ = iv.training_data(20, sigma=0.02, seed=3)
+    with pytest.raises(ValueError, match="weights are damaged"):
+        iv.predict(damaged, S)
+
+
+def test_noise_far_outside_a_network_s_range_is_warned(trained_net):
+    """B9: sigma 1e9 or 1e-9 gave a constant map with no word; B10: a numpy float interval was refused."""
+    net = iv.load_pretrained()
+    S, _ = iv.training_data(50, sigma=0.02, seed=3)
+    for sigma in (1e9, 1e-9):
+        with pytest.warns(UserWarning, match="outside the range this network was trained on"):
+            iv.predict(net, S, b_values=iv.SEED_B_VALUES, sigma=sigma)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SNR 50, inside 5-200: no warning
+        post = iv.predict(net, S, b_values=iv.SEED_B_VALUES, sigma=0.02, interval=np.float32(0.9))
+    assert isinstance(post, iv.Posterior)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import papermill as pm
 import pytest
 
@@ -32,6 +33,7 @@ SMALL = {
     "POOL_VOXELS": 2000,
     "PHANTOM_STEP": 4,
     "SCAN_STEP": 3,
+    "PROTOCOL_VOXELS": 150,
 }
 
 #: What each notebook must leave behind: files in OUTPUT_DIR and figures in FIGURE_DIR.
@@ -45,7 +47,7 @@ EXPECTED = {
     "06_beyond_ivimnet.ipynb": ([], ["06_ablation", "06_nrmse_vs_snr", "06_prior_mismatch"]),
     "07_your_own_data.ipynb": (["supervised/Fp.nii.gz"], ["07_mask", "07_maps", "07_residual", "07_phantom_maps"]),
     "08_cohort.ipynb": (["cohort/cohort.csv", "cohort/sub-01/dwi/sub-01/Fp.nii.gz"], ["08_cohort_rois"]),
-    "09_uncertainty.ipynb": ([], ["09_calibration", "09_phantom_sd", "09_scan_sd"]),
+    "09_uncertainty.ipynb": ([], ["09_calibration", "09_phantom_sd", "09_scan_sd", "09_protocols"]),
 }
 
 
@@ -125,6 +127,19 @@ def test_uncertainty_notebook_limits_and_calibration_in_the_small_run(run_dir):
         assert abs(r["coverage"] - r["level"]) < 0.1, r
     assert sum(_nrmse(rows, "Bayes, S0 unknown", snr, "Fp") for snr in SMALL["SNRS"]) > \
         sum(_nrmse(rows, "Bayes, S0 known", snr, "Fp") for snr in SMALL["SNRS"])
+
+
+def test_uncertainty_notebook_scores_the_shipped_network_on_every_protocol(run_dir):
+    """09's any-protocol section: every protocol at every SNR, the network near the exact posterior under
+    its prior (150 voxels, a 12^3 grid: loose bounds that an untrained network still fails) and outside
+    the range measured, not refused."""
+    rows = iv.load_table(run_dir / "figures" / "09_protocols.json")
+    assert {r["method"] for r in rows} == {"seed", "volunteers", "IVIMNET repository", "drawn at random"}
+    assert len(rows) == 4 * len(SMALL["SNRS"]) * 3
+    for r in rows:
+        assert 0.6 < r["ratio"] < 1.5 and 0.75 <= r["coverage"] <= 1.0, r
+    outside = iv.load_table(run_dir / "figures" / "09_protocols_outside.json")
+    assert len(outside) == 3 * len(SMALL["SNRS"]) * 3 and all(np.isfinite(r["ratio"]) for r in outside)
 
 
 def test_cohort_notebook_fits_every_volunteer_with_one_network(run_dir):

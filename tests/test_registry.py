@@ -47,17 +47,18 @@ def test_a_registered_method_runs_through_the_cli_and_the_comparison(toy, tmp_pa
 def test_the_registry_refuses_what_it_cannot_run(toy):
     with pytest.raises(ValueError, match="registered already"):
         iv.register(iv.Method("lsq", "LSQ", "classical", "imaging.method_fits:lsq", "again"))
-    with pytest.raises(ValueError, match="'classical' or 'network'"):
+    with pytest.raises(ValueError, match="one of 'classical', 'network', 'pretrained'"):
         iv.register(iv.Method("odd", "Odd", "quantum", "imaging.method_fits:lsq", "no such kind"))
     with pytest.raises(ValueError, match="method must be one of .*toy.*; got 'nope'"):
         iv.fit_volume(np.ones((2, 2, 8)), iv.SEED_B_VALUES, np.ones((2, 2), bool), method="nope")
 
 
 def test_built_in_methods_are_the_registry():
-    assert registry.methods() == iv.METHODS == ("ivimnet", "optim", "supervised", "lsq", "segmented", "bayes")
+    assert registry.methods() == iv.METHODS == ("ivimnet", "optim", "supervised", "lsq", "segmented", "bayes",
+                                                "pretrained")
     assert {m: registry.method(m).label for m in iv.METHODS} == iv.LABELS
     assert [m for m in iv.METHODS if registry.method(m).trains_on_scan] == ["ivimnet", "optim"]
-    assert [m for m in iv.METHODS if registry.method(m).intervals] == ["supervised", "bayes"]
+    assert [m for m in iv.METHODS if registry.method(m).intervals] == ["supervised", "bayes", "pretrained"]
 
 
 def test_a_registered_method_runs_through_the_cohort(toy, tmp_path):

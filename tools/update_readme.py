@@ -302,6 +302,41 @@ def _machine_spread(result):
     return head + markdown_table(rows)
 
 
+def _pretrained(result):
+    st, rows = result["settings"], []
+    for name, cells in result["cells"].items():
+        for snr, c in cells.items():
+            rows.append({"protocol": name, "SNR": snr,
+                         **{f"{p} ratio": f"{c['ratio'][p]:.3f}" for p in PARAMS},
+                         "coverage Dp / Dt / Fp": " / ".join(f"{c['coverage'][p]:.3f}" for p in PARAMS),
+                         "posterior NRMSE Dp / Dt / Fp": " / ".join(f"{c['posterior'][p]:.3f}" for p in PARAMS)})
+    acc, speed, net = result["acceptance"], result["speed"], result["network"]
+    head = (f"Measured {result['date']} by `benchmarks/pretrained.py` on {result['machine']['cpus']} CPU cores, "
+            f"{st['voxels_per_cell']:,} voxels per cell drawn from `net.prior` (S0 = 1, Rician noise, sigma = 1/SNR "
+            f"given to both), the exact posterior `fit_bayes(..., prior=net.prior)` on a "
+            f"{'x'.join(map(str, st['posterior_grid']))} grid on the same voxels. *ratio*: the network's NRMSE over "
+            f"the exact posterior's (1 is the limit); *coverage*: share of truths inside the network's 90 % "
+            f"intervals (binomial SD {0.3 / st['voxels_per_cell'] ** 0.5:.3f}). Protocols (s/mm²): "
+            + "; ".join(f"{k} {', '.join(f'{b:g}' for b in v)}" for k, v in result["protocols"].items()) + ".\n\n")
+    text = head + markdown_table(rows)
+    text += (f"\n\nLargest ratio {acc['nrmse_ratio_max']:.3f}; coverage {acc['coverage_min']:.3f}-"
+             f"{acc['coverage_max']:.3f}. `predict(net, signals, b_values=b, sigma=..., interval=0.9)`: "
+             f"{speed['voxels_per_second']:,.0f} voxels/s on {speed['voxels']:,} voxels (best of 3, "
+             f"{speed['torch_threads']} threads; the first call on a new protocol adds "
+             f"{speed['first_call_10_voxels_seconds'] * 1e3:.0f} ms). Training: "
+             f"{net['training_seconds'] / 60:.0f} min on {net['training_threads']} threads.")
+    out = []
+    for name, cells in result["outside"].items():
+        for snr in st["snrs"]:
+            c = cells[str(snr)]
+            out.append({"protocol": name, "b-values": ", ".join(f"{b:g}" for b in cells["b_values"]), "SNR": snr,
+                        **{f"{p} ratio": f"{c['ratio'][p]:.3f}" for p in PARAMS},
+                        "coverage Dp / Dt / Fp": " / ".join(f"{c['coverage'][p]:.3f}" for p in PARAMS)})
+    text += ("\n\n**Outside the range** (run through `net.specialise`; `predict` refuses these protocols)\n\n"
+             + markdown_table(out))
+    return text
+
+
 def render(root=ROOT):
     """Table name -> Markdown, for every result file present."""
     tables = {}
@@ -317,6 +352,7 @@ def render(root=ROOT):
                                   ("normalisation", _normalisation, results / "normalisation.json"),
                                   ("reference_spread", _reference_spread, results / "reference_spread.json"),
                                   ("uncertainty", _uncertainty, results / "uncertainty.json"),
+                                  ("pretrained", _pretrained, results / "pretrained.json"),
                                   ("limits", _limits, root / "figures" / "09_limits.json"),
                                   ("demo_time", _notebook_times, results / "demo_time.json"),
                                   ("stacking", _stacking, results / "stacking.json"),

@@ -18,7 +18,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..core.checks import (check_b_values, check_box, check_grid, check_positive, check_signals, check_whole, invalid_option)
-from ..core.signal_model import FIT_BOUNDS, PARAMETER_BOX, IVIMParams, ivim
+from ..core.prior import SEED_PRIOR, as_prior
+from ..core.signal_model import FIT_BOUNDS, IVIMParams, ivim
 from .likelihood import BLOCK, GridLikelihood
 from ..core.threads import one_torch_thread
 
@@ -336,9 +337,14 @@ def lsq_reference(signals, b_values, *, bounds=None) -> IVIMParams:
     return _finish(out, s, shape)
 
 
-def _grid_midpoints(lo, hi, n):
-    edges = np.linspace(lo, hi, n + 1)
-    return (edges[:-1] + edges[1:]) / 2
+def _grid_edges(lo, hi, n, *, log=False):
+    """Cell edges of one grid axis: n cells of equal prior mass (equal widths in D, or in log D)."""
+    return np.geomspace(lo, hi, n + 1) if log else np.linspace(lo, hi, n + 1)
+
+
+def _centres(edges, *, log=False):
+    """Cell centres: midpoints in D, or in log D (geometric means) for a log-uniform axis."""
+    return np.sqrt(edges[:-1] * edges[1:]) if log else (edges[:-1] + edges[1:]) / 2
 
 
 class _PosteriorFields(NamedTuple):
@@ -368,7 +374,7 @@ _S0_MODES = ("ratio", "marginal")
 
 def fit_bayes(signals, b_values, *, sigma, prior=None, grid=(40, 40, 40), s0="marginal", interval=None, chunk=256,
               progress=False, invalid="raise"):
-    """Posterior-mean IVIM estimate under a uniform prior and a Rician likelihood.
+    """Posterior-mean IVIM estimate under a uniform or log-uniform prior and a Rician likelihood.
 
     Two modes, by how S0 is treated.
 
@@ -439,10 +445,14 @@ def fit_bayes(signals, b_values, *, sigma, prior=None, grid=(40, 40, 40), s0="ma
     sigma : float
         Noise standard deviation, > 0: in signal units with ``s0="marginal"``
         (the default), relative to S(b=0) (1 / SNR) with ``s0="ratio"``.
-    prior : dict, optional
-        Uniform prior box ``{"Dp": (lo, hi), "Dt": ..., "Fp": ...}`` (Dp, Dt in
-        mm^2/s, >= 0; Fp within [0, 1]); default ``PARAMETER_BOX``. S0's
-        prior is uniform on S0 > 0 (``"marginal"``).
+    prior : Prior or dict, optional
+        The prior on (Dp, Dt, Fp): a ``Prior`` (e.g. ``net.prior`` of a
+        supervised network, or ``IN_VIVO_PRIOR``; its log-uniform parameters
+        get a grid of equal steps in log D, so each cell holds the same prior
+        mass), or a dict ``{"Dp": (lo, hi), "Dt": ..., "Fp": ...}`` for a
+        uniform box (Dp, Dt in mm^2/s, >= 0; Fp within [0, 1]). Default
+        ``SEED_PRIOR``, uniform on ``PARAMETER_BOX``. S0's prior is uniform
+        on S0 > 0 (``"marginal"``).
     grid : tuple of 3 int
         Grid points along Dp, Dt, Fp (each >= 2).
     s0 : {"marginal", "ratio"}
@@ -510,11 +520,13 @@ def _fit_bayes(signals, b_values, *, sigma, prior, grid, s0, interval, chunk, pr
     b, s, shape = _prepare(signals, b_values)
     grid = check_grid(grid)
     chunk = check_whole(chunk, name="chunk")
-    box = check_box(PARAMETER_BOX if prior is None else prior, name="prior")
-    axes = [_grid_midpoints(*box[k], n) for k, n in zip(("Dp", "Dt", "Fp"), grid)]
+    prior = as_prior(prior, default=SEED_PRIOR)
+    box = prior.box
+    edges = [_grid_edges(*box[k], n, log=k in prior.log) for k, n in zip(("Dp", "Dt", "Fp"), grid)]
+    axes = [_centres(e, log=k in prior.log) for e, k in zip(edges, ("Dp", "Dt", "Fp"))]
     theta = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)  # (G, 3)
     if s0 == "marginal":
-        out = _marginal(b, s, sigma, box, grid, axes, theta, min(chunk, _CHUNK_MARGINAL), progress, interval)
+        out = _marginal(b, s, sigma, edges, grid, axes, theta, min(chunk, _CHUNK_MARGINAL), progress, interval)
         fields = _PosteriorFields if interval is not None else IVIMParams
         return fields(*(v.reshape(shape) for v in out))
     m = ivim(b[1:], theta[:, :1], theta[:, 1:2], theta[:, 2:3]).T  # (n_b - 1, G); b = 0 is 1 for all
@@ -532,7 +544,7 @@ def _fit_bayes(signals, b_values, *, sigma, prior, grid, s0, interval, chunk, pr
     return _finish(est, s, shape)
 
 
-def _marginal(b, s, sigma, box, grid, axes, theta, chunk, progress, interval):
+def _marginal(b, s, sigma, edges, grid, axes, theta, chunk, progress, interval):
     """S0-marginal posterior of signals s (n, n_b) in signal units: 4 arrays (means), or 16 with ``interval``
     (means, SDs, lower and upper ends, each in the order Dp, Dt, Fp, S0)."""
     from . import posterior as pm
@@ -588,8 +600,7 @@ def _marginal(b, s, sigma, box, grid, axes, theta, chunk, progress, interval):
         s0_p[voxels] = 0.0
         s0_p[voxels, : w.shape[1]] = w
         s0_first[voxels] = first
-    stats = [pm.summaries(p, centres, np.linspace(*box[k], g + 1), interval)
-             for p, centres, k, g in zip(marg, axes, ("Dp", "Dt", "Fp"), grid)]
+    stats = [pm.summaries(p, centres, e, interval) for p, centres, e in zip(marg, axes, edges)]
     stats.append(pm.s0_summaries(s0_p, s0_first, h, interval))
     if interval is None:
         return [st[0] for st in stats]

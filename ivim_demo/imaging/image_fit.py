@@ -73,6 +73,9 @@ SD_MAPS = {
                   "trained on simulations of this scan: uniform prior on IN_VIVO_BOX with Dp and Dt log-uniform, "
                   "Rician noise with the noise SD recorded as noise_sd, IVIM model assumed right); within a few % "
                   "of the exact posterior's on simulations, not checked voxel by voxel here",
+    "pretrained": "the shipped any-protocol network's estimate of the posterior SD (IVIMNetAnyProtocol, trained once "
+                  "on simulations of many protocols: IN_VIVO_PRIOR with Dp and Dt log-uniform, Rician noise with the "
+                  "noise SD recorded as sigma, IVIM model assumed right); see benchmarks/results/pretrained.json",
 }
 
 

@@ -7,10 +7,12 @@ comparisons of notebooks 05 and 06), ``options`` may set the Bayes ``grid``.
 """
 from __future__ import annotations
 
+import functools
+
 from ..classical.fit import fit_bayes, fit_lsq, fit_segmented
 from ..nets.recipes import IN_VIVO_BOX
 
-__all__ = ["LEVEL", "lsq", "segmented", "bayes"]
+__all__ = ["LEVEL", "lsq", "segmented", "bayes", "pretrained"]
 
 #: Credible level a scan's posterior methods are asked for (its SDs do not depend on it).
 LEVEL = 0.9
@@ -33,3 +35,20 @@ def bayes(signals, b_values, *, sigma, context="scan", grid=(40, 40, 40)):
     if context == "scan":
         return fit_bayes(signals, b_values, sigma=sigma, prior=IN_VIVO_BOX, interval=LEVEL)
     return fit_bayes(signals, b_values, sigma=sigma, grid=grid)
+
+
+def pretrained(signals, b_values, *, sigma, context="scan"):
+    """The shipped any-protocol network (``load_pretrained``) at noise SD ``sigma`` (signal units): a
+    ``Posterior`` of its posterior means, 90 % intervals and SDs under its prior (``IN_VIVO_PRIOR``).
+    Refuses protocols outside the range it was trained for (``protocols.PROTOCOL_RANGE``)."""
+    from ..nets.infer import predict
+
+    return predict(_shipped_network(), signals, b_values=b_values, sigma=sigma, interval=LEVEL)
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_network():
+    """The shipped network, loaded (and checked against its checksum) once per process."""
+    from ..nets.pretrained import load_pretrained
+
+    return load_pretrained()

@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import NamedTuple
 
-__all__ = ["Method", "REGISTRY", "register", "method", "methods", "NETWORK_METHODS", "CLASSICAL_METHODS",
-           "METHODS", "DEFAULT_METHOD", "LABELS"]
+__all__ = ["Method", "REGISTRY", "KINDS", "register", "method", "methods", "NETWORK_METHODS", "CLASSICAL_METHODS",
+           "PRETRAINED_METHODS", "METHODS", "DEFAULT_METHOD", "LABELS"]
 
 
 class Method(NamedTuple):
@@ -24,8 +24,10 @@ class Method(NamedTuple):
         What the command line and ``fit_volume`` call it (``--method NAME``).
     label : str
         How tables and figures name it.
-    kind : {"classical", "network"}
-        ``"classical"``: ``function(signals, b_values, *, sigma, context, **options)`` returns
+    kind : {"classical", "network", "pretrained"}
+        ``"classical"`` and ``"pretrained"`` (a network trained once and shipped, which fits any scan
+        with no training; the comparisons on the seed's simulations, ``fit_all``, leave it out, as it was
+        trained for the in-vivo prior): ``function(signals, b_values, *, sigma, context, **options)`` returns
         ``IVIMParams`` or a ``Posterior`` for signals ``(n, n_b)``; ``sigma`` is the noise SD in signal
         units (or None when ``needs_sigma`` is False), ``context`` is ``"scan"`` (a real scan: the
         in-vivo prior) or ``"simulation"`` (the seed's box; ``options`` may hold ``grid``).
@@ -63,6 +65,8 @@ class Method(NamedTuple):
 
 #: Every method, by name, in the order the command line lists them.
 REGISTRY: dict = {}
+#: The kinds of method (see ``Method.kind``).
+KINDS = ("classical", "network", "pretrained")
 
 
 def register(entry: Method) -> Method:
@@ -70,8 +74,8 @@ def register(entry: Method) -> Method:
     offer it). Returns it."""
     if not isinstance(entry, Method):
         raise ValueError(f"register takes a Method, got {type(entry).__name__}.")
-    if entry.kind not in ("classical", "network"):
-        raise ValueError(f"a method's kind is 'classical' or 'network', got {entry.kind!r}.")
+    if entry.kind not in KINDS:
+        raise ValueError(f"a method's kind is one of {', '.join(map(repr, KINDS))}, got {entry.kind!r}.")
     if entry.name in REGISTRY:
         raise ValueError(f"a method named {entry.name!r} is registered already.")
     REGISTRY[entry.name] = entry
@@ -102,6 +106,9 @@ for _entry in (
            "segmented fit: Dt from high b-values first"),
     Method("bayes", "Bayes", "classical", "imaging.method_fits:bayes",
            "the exact posterior mean and SD (uniform prior, Rician noise)", needs_sigma=True, intervals=True),
+    Method("pretrained", "pretrained", "pretrained", "imaging.method_fits:pretrained",
+           "the shipped any-protocol network: posterior means, intervals and SDs with no training",
+           needs_sigma=True, intervals=True),
 ):
     register(_entry)
 
@@ -109,8 +116,10 @@ for _entry in (
 NETWORK_METHODS = methods("network")
 #: Classical per-voxel fits (built-in ones).
 CLASSICAL_METHODS = methods("classical")
+#: Shipped networks that fit with no training (built-in ones).
+PRETRAINED_METHODS = methods("pretrained")
 #: Every built-in method (``methods()`` also lists those registered later).
-METHODS = NETWORK_METHODS + CLASSICAL_METHODS
+METHODS = NETWORK_METHODS + CLASSICAL_METHODS + PRETRAINED_METHODS
 #: The command line's and ``fit_volume``'s default (see the README's real-scan results for why).
 DEFAULT_METHOD = "supervised"
 #: How tables and figures name each built-in method.

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import networks
+from .any_protocol import IVIMNetAnyProtocol
 from .infer import decide_labelling
 from ..simulation.simulate import training_data
 
@@ -31,6 +32,8 @@ FORMAT_V1 = "ivim-demo-checkpoint/1"
 _REDO = "retrain the network or re-save it from the original with save_model"
 #: Simulated voxels on which the labelling of a /1 checkpoint is decided (seed's box, sigma 0.01, seed 0).
 _LEGACY_VOXELS = 4096
+#: Network classes a checkpoint may name: those of ``networks.NETWORKS`` and the any-protocol network.
+CLASSES = {**networks.NETWORKS, "IVIMNetAnyProtocol": IVIMNetAnyProtocol}
 
 
 def save_model(net, path, *, history=None) -> str:
@@ -64,9 +67,9 @@ def save_model(net, path, *, history=None) -> str:
     """
     path = os.fspath(path)
     name = type(net).__name__
-    if networks.NETWORKS.get(name) is not type(net):
+    if CLASSES.get(name) is not type(net):
         raise ValueError(
-            f"save_model saves the networks of ivim_demo.nets.networks ({', '.join(networks.NETWORKS)}), "
+            f"save_model saves the networks of ivim_demo.nets.networks ({', '.join(CLASSES)}), "
             f"got a {name}."
         )
     state = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in net.state_dict().items()}
@@ -130,10 +133,10 @@ def load_model(path):
     if not os.path.isfile(path):
         raise ValueError(f"no checkpoint at {path!r}; train one first (notebook 02 or train()).")
     payload = _read_payload(path)
-    cls = networks.NETWORKS[payload["class"]]
+    cls = CLASSES[payload["class"]]
     settings = dict(payload["settings"])
     try:
-        net = cls(settings.pop("b_values"), **settings)
+        net = cls(settings.pop("b_values"), **settings) if "b_values" in settings else cls(**settings)
     except (TypeError, ValueError, KeyError) as err:
         raise ValueError(f"{path!r} holds settings that do not build a {cls.__name__} ({err}); {_REDO}.") from None
     _check_state(path, net, payload["state_dict"])
@@ -183,7 +186,7 @@ def _read_payload(path) -> dict:
                 f"{path!r} is corrupt (checksum mismatch): its weights, settings or history changed after "
                 f"it was saved; {_REDO}."
             )
-    if payload["class"] not in networks.NETWORKS:
+    if payload["class"] not in CLASSES:
         raise ValueError(f"{path!r} holds an unknown network class {payload['class']!r}.")
     return payload
 

@@ -1,6 +1,8 @@
 """Inference: IVIM parameter maps from a trained network."""
 from __future__ import annotations
 
+import numbers
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -9,6 +11,7 @@ import torch
 from ..core.checks import check_signals, invalid_option, valid_voxels
 from ..core.signal_model import IVIMParams
 from .networks import acquisition_matches, noise_input
+from .protocols import average_repeats, protocol_of, protocol_problems
 from ..core.threads import one_torch_thread
 
 __all__ = ["predict", "decide_labelling", "swap_guard"]
@@ -45,8 +48,10 @@ def _encode(net, signals, sigma=None):
     """
     net_b = net.b_values.cpu().numpy()
     s = check_signals(signals, n_b=len(net_b))
-    flat = s.reshape(-1, len(net_b)).astype(np.float32)  # the network computes in float32 anyway
-    flat = noise_input(net, flat[:, net.input_columns] / flat[:, :1], s.reshape(-1, len(net_b))[:, 0], sigma)
+    raw = s.reshape(-1, len(net_b))
+    # normalised before the cast to float32, the network's precision: signals of any scale give ratios near 1
+    flat = (raw[:, net.input_columns] / raw[:, :1].astype(float)).astype(np.float32)
+    flat = noise_input(net, flat, raw[:, 0].astype(float), sigma)
     dev = next(net.parameters()).device
     net.eval()
     step = getattr(net, "predict_chunk", _CHUNK)
@@ -63,7 +68,13 @@ def _encode(net, signals, sigma=None):
             outs = list(pool.map(run, starts))
     else:
         outs = [run(start) for start in starts]
-    return np.concatenate(outs).astype(float), s
+    est = np.concatenate(outs).astype(float)
+    bad = ~np.isfinite(est).all(axis=1)
+    if bad.any():  # finite inputs (checked above) that give NaN or inf: the weights, not the data
+        raise ValueError(f"the network returned NaN or inf for {int(bad.sum())} of {len(est)} voxels with finite "
+                         "signals: its weights are damaged or out of range (e.g. a checkpoint edited after "
+                         "training); retrain it or load another checkpoint.")
+    return est, s
 
 
 def _ordered_by_construction(net) -> bool:
@@ -158,6 +169,9 @@ def predict(net, signals, *, b_values=None, sigma=None, interval=None, invalid="
         S(b=0) and S0's sd, lower and upper are NaN (the network does not
         estimate S0 or its uncertainty).
     """
+    if getattr(net, "any_protocol", False):
+        return _predict_any_protocol(net, signals, b_values=b_values, sigma=sigma, interval=interval,
+                                     invalid=invalid)
     if not getattr(net, "takes_sigma", False):
         for name, value in (("sigma", sigma), ("interval", interval)):
             if value is not None:
@@ -166,6 +180,80 @@ def predict(net, signals, *, b_values=None, sigma=None, interval=None, invalid="
                                  "takes the signals only.")
         return _predict(net, signals, b_values=b_values, invalid=invalid)
     return _predict_uncertainty(net, signals, b_values=b_values, sigma=sigma, interval=interval, invalid=invalid)
+
+
+def _predict_any_protocol(net, signals, *, b_values, sigma, interval, invalid):
+    """``predict`` for ``IVIMNetAnyProtocol``: average the repeats, write the protocol's network, run it."""
+    if b_values is None:
+        raise ValueError("this network fits any protocol, so it needs the signals' b-values: pass b_values= "
+                         "(s/mm^2, one per image on the last axis; repeats allowed).")
+    protocol, index = protocol_of(b_values)
+    problems = protocol_problems(protocol)
+    if problems:
+        raise ValueError(f"this protocol lies outside the range the pretrained network was trained for: "
+                         f"{'; '.join(problems)}. Fit it with fit_bayes(..., prior=net.prior) or "
+                         "fit_lsq instead.")
+    if type(signals).__module__.startswith("torch"):
+        signals = signals.detach().cpu().numpy()
+    s = np.asarray(signals)
+    if s.ndim < 1 or s.shape[-1] != len(index):
+        raise ValueError(f"signals must be shaped (..., {len(index)}) for {len(index)} b-values (one per image), "
+                         f"got shape {s.shape}.")
+    if sigma is None:
+        sigma = _sigma_of(s, protocol, index)
+    cache = net.__dict__.setdefault("_specialised", {})
+    key = (tuple(protocol.b_values.tolist()), tuple(protocol.counts.tolist()), next(net.parameters()).device.type)
+    if key not in cache:
+        cache.clear()  # one protocol at a time is kept
+        cache[key] = net.specialise(protocol)
+    averaged = average_repeats(s, index, protocol.counts) if len(index) != len(protocol.counts) or \
+        np.any(index != np.arange(len(index))) else s
+    return _predict_uncertainty(cache[key], averaged, b_values=None, sigma=sigma, interval=interval,
+                                invalid=invalid)
+
+
+def _sigma_of(s, protocol, index):
+    """Noise SD in signal units of one image: from the repeats of the lowest repeated b-value, else least squares.
+
+    Repeated images of one b-value differ by noise only, so their pooled
+    within-voxel variance estimates sigma^2 (Gaussian at the lowest repeated
+    b-value, where the signal is highest); without repeats, the residuals of
+    least squares (``estimate_sigma``).
+    """
+    from ..classical.fit import estimate_sigma
+
+    flat = s.reshape(-1, s.shape[-1]).astype(float)
+    finite = np.isfinite(flat).all(axis=1)
+    repeated = np.flatnonzero(protocol.counts > 1)
+    if len(repeated):
+        columns = np.flatnonzero(index == repeated[0])
+        group = flat[finite][:, columns]
+        if len(group):
+            return float(np.sqrt(np.mean(np.var(group, axis=1, ddof=1))))
+    if len(protocol.b_values) <= 4:
+        raise ValueError("with 4 b-values and no repeats the noise level cannot be estimated from the signals; "
+                         "pass sigma= (the noise SD in signal units).")
+    return estimate_sigma(flat[finite], protocol.b_values, absolute=True)
+
+
+#: ``predict`` warns when more than this share of the voxels has an SNR (S(b=0) / sigma) more than
+#: ``_SNR_MARGIN`` times outside the range a network with a noise input was trained on.
+_SNR_OUTSIDE_SHARE = 0.1
+_SNR_MARGIN = 2.0
+
+
+def _warn_outside_snr_range(net, s, sigma):
+    """Warn when many voxels' SNR lies far outside the network's training range (its answer there is a guess)."""
+    lo, hi = net.options["snr_range"]
+    s0 = np.asarray(s, dtype=float).reshape(-1, len(net.b_values))[:, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = s0 / np.broadcast_to(np.asarray(sigma, dtype=float).reshape(-1), s0.shape)
+    outside = (snr < lo / _SNR_MARGIN) | (snr > hi * _SNR_MARGIN)
+    if outside.mean() > _SNR_OUTSIDE_SHARE:
+        warnings.warn(f"{outside.mean():.0%} of the voxels have an SNR (S(b=0) / sigma, median "
+                      f"{np.nanmedian(snr):.3g}) more than {_SNR_MARGIN:g}x outside the range this network was "
+                      f"trained on ({lo:g}-{hi:g}); its estimates there are extrapolations. Check sigma (the noise "
+                      "SD in signal units).", stacklevel=4)
 
 
 def _check_acquisition(net, b_values):
@@ -184,7 +272,8 @@ def _predict_uncertainty(net, signals, *, b_values, sigma, interval, invalid):
 
     _check_acquisition(net, b_values)
     level = net.options["level"]
-    if interval is not None and not (isinstance(interval, (int, float)) and abs(interval - level) < 1e-9):
+    if interval is not None and not (isinstance(interval, numbers.Real) and not isinstance(interval, bool)
+                                     and abs(float(interval) - level) < 1e-6):
         raise ValueError(f"this network was trained for {level:g} intervals only; pass interval={level:g}, or "
                          f"train one for interval={interval!r} (IVIMNetUncertainty(level=...)).")
     if invalid not in ("raise", "nan"):
@@ -207,6 +296,7 @@ def _predict_uncertainty(net, signals, *, b_values, sigma, interval, invalid):
         ok = None  # _encode checks the signals
     if sigma is None:
         sigma = estimate_sigma(s, net.b_values.cpu().numpy().astype(float), absolute=True)
+    _warn_outside_snr_range(net, s, sigma)
     est, s = _encode(net, s, sigma)  # (n, 12): mean, lower, upper, sd of (Dp, Dt, Fp)
     if ok is None:
         shape = s.shape[:-1]

@@ -15,7 +15,8 @@ from torch import nn
 from ..core.checks import check_b_values, check_box
 from ..core.signal_model import FIT_BOUNDS, IVIMParams, ivim
 
-__all__ = ["IVIMNet", "IVIMNetOptim", "IVIMNetUncertainty", "UNCERTAINTY_SNR_RANGE", "noise_input", "check_snr_range"]
+__all__ = ["IVIMNet", "IVIMNetOptim", "IVIMNetUncertainty", "UNCERTAINTY_SNR_RANGE", "noise_input", "check_snr_range",
+           "uncertainty_heads"]
 
 
 class IVIMNet(nn.Module):
@@ -324,14 +325,7 @@ class IVIMNetUncertainty(nn.Module):
 
     def forward(self, X):
         """Box-unit heads and the noise input, ``(batch, 13)``, from inputs ``(batch, n_b)`` (see ``noise_input``)."""
-        g = torch.sigmoid(self.encoder(X)).view(-1, 3, len(_HEADS))
-        m = g[..., 0]
-        md = m.detach()  # the interval and variance heads must not move the mean
-        lower = md * g[..., 1]
-        upper = md + (1 - md) * g[..., 2]
-        variance = (0.5 * g[..., 3]) ** 2
-        heads = torch.stack([m, lower, upper, variance], dim=-1).view(-1, 3 * len(_HEADS))
-        return torch.cat([heads, X[:, -1:]], dim=1)  # the noise column rides along for the loss's weights
+        return uncertainty_heads(self.encoder(X), X[:, -1:])
 
     def encode(self, X):
         """What ``predict`` reads: ``(batch, 12)`` in parameter units, columns mean, lower, upper, sd.
@@ -383,6 +377,37 @@ class IVIMNetUncertainty(nn.Module):
     def settings(self) -> dict:
         """Constructor arguments, as stored in a checkpoint."""
         return {"b_values": self.b_values.tolist(), **self.options}
+
+
+def uncertainty_heads(raw, noise):
+    """The 12 heads of an uncertainty network in box units, and its noise input: ``(batch, 13)``.
+
+    Parameters
+    ----------
+    raw : torch.Tensor
+        The last layer's output, ``(batch, 12)``: for each of Dp, Dt, Fp the
+        pre-activations a, b, c, d of ``IVIMNetUncertainty``'s heads.
+    noise : torch.Tensor
+        ``(batch, 1)``, the noise input ``z`` (see ``noise_input``); it rides
+        along for ``supervised_loss``'s weights.
+
+    Returns
+    -------
+    torch.Tensor
+        Columns parameter-major (Dp mean, lower, upper, variance, then Dt,
+        then Fp), then ``noise``: mean ``m = sigmoid(a)``, lower
+        ``m sigmoid(b)``, upper ``m + (1 - m) sigmoid(c)``, variance
+        ``(sigmoid(d) / 2)^2``, with ``m`` detached in the other heads so
+        they cannot move the mean.
+    """
+    g = torch.sigmoid(raw).view(-1, 3, len(_HEADS))
+    m = g[..., 0]
+    md = m.detach()  # the interval and variance heads must not move the mean
+    lower = md * g[..., 1]
+    upper = md + (1 - md) * g[..., 2]
+    variance = (0.5 * g[..., 3]) ** 2
+    heads = torch.stack([m, lower, upper, variance], dim=-1).view(-1, 3 * len(_HEADS))
+    return torch.cat([heads, noise], dim=1)
 
 
 def check_snr_range(snr_range):

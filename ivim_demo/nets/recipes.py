@@ -15,6 +15,7 @@ import numpy as np
 from ..core.checks import check_b_values, check_signals
 from ..classical.fit import estimate_sigma
 from ..core.signal_model import PARAMETER_BOX, SEED_B_VALUES
+from ..core.prior import IN_VIVO_BOX, IN_VIVO_LOG
 from .networks import IVIMNet, IVIMNetOptim, IVIMNetUncertainty, check_snr_range
 from ..core.signal_model import ivim
 from ..simulation.simulate import add_rician_noise, sample_params, scan_like_data, training_data
@@ -202,13 +203,6 @@ ABLATION = [
 ]
 
 
-#: Prior of the supervised network for real scans: wide enough for abdominal tissue (Dp and Dt in
-#: mm^2/s, Fp a fraction), unlike the seed's simulation box (Fp 0.1-0.4, Dt up to 0.002) ...
-IN_VIVO_BOX = {"Dp": (0.005, 0.2), "Dt": (0.0003, 0.005), "Fp": (0.0, 0.7)}
-#: ... with Dp and Dt drawn log-uniformly. A diffusion coefficient is a scale: uniform over
-#: 0.0003-0.005 puts 74 % of the prior above 0.0015 mm^2/s and pulls the posterior mean of a noisy
-#: voxel towards 0.0027; log-uniform has its median at 0.0012, where most abdominal tissue lies.
-IN_VIVO_LOG = ("Dp", "Dt")
 
 #: Mini-batches per epoch when a network trains on a scan (IVIMNET's in vivo code uses 500): an
 #: epoch, and so early stopping's patience, no longer shrinks with the number of masked voxels.

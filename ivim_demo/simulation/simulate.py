@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.checks import check_b_values, check_box
+from ..core.prior import Prior, as_generator
 from ..core.signal_model import PARAMETER_BOX, SEED_B_VALUES, IVIMParams, ivim
 
 __all__ = [
@@ -23,12 +24,6 @@ PHANTOM_REGIONS = (
     IVIMParams(Dp=0.04, Dt=0.0010, Fp=0.2, S0=1400.0),  # region 1: ring around it
     IVIMParams(Dp=0.06, Dt=0.0005, Fp=0.3, S0=1600.0),  # region 2: the rest
 )
-
-
-def as_generator(seed):
-    """``seed`` itself when it is a ``numpy.random.Generator`` (one stream threaded through), else a new
-    ``numpy.random.default_rng(seed)``."""
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
 def add_rician_noise(signals, sigma, rng):
@@ -91,16 +86,7 @@ def sample_params(n, *, box=None, log=(), seed=0) -> IVIMParams:
     """
     n = _check_n(n)
     box = check_box(PARAMETER_BOX if box is None else box, name="box")
-    unknown = set(log) - {"Dp", "Dt"}
-    if unknown:
-        raise ValueError(f"log names the diffusion coefficients to draw log-uniformly ('Dp', 'Dt'); "
-                         f"got {sorted(unknown)}.")
-    if any(box[k][0] <= 0 for k in log):
-        raise ValueError(f"a log-uniform range needs a lower end > 0; got {({k: box[k] for k in log})}.")
-    rng = as_generator(seed)
-    draws = {k: (np.exp(rng.uniform(*np.log(box[k]), size=n)) if k in log else rng.uniform(*box[k], size=n))
-             for k in ("Dp", "Dt", "Fp")}
-    return IVIMParams(draws["Dp"], draws["Dt"], draws["Fp"], np.ones(n))
+    return Prior(box, log=log).sample(n, seed=seed)
 
 
 def training_data(n, b_values=SEED_B_VALUES, sigma=0.01, seed=0, *, box=None):
