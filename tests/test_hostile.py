@@ -334,3 +334,45 @@ def test_noise_far_outside_a_network_s_range_is_warned(trained_net):
         warnings.simplefilter("error")  # SNR 50, inside 5-200: no warning
         post = iv.predict(net, S, b_values=iv.SEED_B_VALUES, sigma=0.02, interval=np.float32(0.9))
     assert isinstance(post, iv.Posterior)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e297])
+def test_bayes_fits_signals_of_any_scale_and_refuses_sigmas_it_cannot_resolve(scale):
+    """B6: sigma 1e-200 hung, 1e-8 ran out of memory, 1e300 overflowed; signals x 1e297 hung."""
+    S, _ = iv.training_data(20, sigma=0.05, seed=2)
+    one = iv.fit_bayes(S, iv.SEED_B_VALUES, sigma=0.05, grid=(12, 12, 12), interval=0.9)
+    scaled = iv.fit_bayes(S * scale, iv.SEED_B_VALUES, sigma=0.05 * scale, grid=(12, 12, 12), interval=0.9)
+    np.testing.assert_allclose(scaled.mean.Dt, one.mean.Dt, rtol=1e-6)
+    np.testing.assert_allclose(scaled.mean.S0, one.mean.S0 * scale, rtol=1e-6)
+    for sigma in (1e300, 1e-200, 1e-8):
+        with pytest.raises(ValueError, match="fit_bayes works for SNRs from 0.01 to 100000"):
+            iv.fit_bayes(S, iv.SEED_B_VALUES, sigma=sigma)
+
+
+def test_bayes_sigma_far_out_of_range_is_one_line(scan, capsys):
+    """B5: --sigma 1e300 ended in an OverflowError traceback, exit 1."""
+    folder, _, _ = scan
+    code, err = _run(capsys, "fit", folder / "d.nii.gz", "--bvals", folder / "d.bval", "--out", folder / "o",
+                     "--method", "bayes", "--sigma", "1e300", "--no-progress")
+    _one_line_error(code, err, "SNR", "0.01 to 100000")
+    assert not (folder / "o").exists()
+
+
+def test_typed_arguments_are_refused_by_name(tmp_path):
+    """B14: type errors leaked as TypeError, RuntimeError, AttributeError or FileExistsError."""
+    net = iv.IVIMNet(iv.SEED_B_VALUES)
+    S, truth = iv.training_data(300, sigma=0.05, seed=1)
+    for kwargs, name in (({"lr": "0.001"}, "lr"), ({"seed": 1.5}, "seed"), ({"seed": None}, "seed"),
+                         ({"validation_fraction": "0.1"}, "validation_fraction")):
+        with pytest.raises(ValueError, match=name):
+            iv.train(net, S, max_epochs=1, progress=False, **kwargs)
+    with pytest.raises(ValueError, match="targets must be an IVIMParams"):
+        iv.train(iv.IVIMNetOptim(iv.SEED_B_VALUES), S, targets=(truth.Dp, truth.Dt, truth.Fp), max_epochs=1,
+                 progress=False)
+    with pytest.raises(ValueError, match="seed must be"):
+        iv.phantom(seed="abc")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        iv.save_model(net, tmp_path / "file" / "net.pt")
+    with pytest.raises(ValueError, match="width must be"):
+        iv.IVIMNetOptim(iv.SEED_B_VALUES, width=0)

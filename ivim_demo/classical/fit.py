@@ -526,9 +526,16 @@ def _fit_bayes(signals, b_values, *, sigma, prior, grid, s0, interval, chunk, pr
     axes = [_centres(e, log=k in prior.log) for e, k in zip(edges, ("Dp", "Dt", "Fp"))]
     theta = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)  # (G, 3)
     if s0 == "marginal":
-        out = _marginal(b, s, sigma, edges, grid, axes, theta, min(chunk, _CHUNK_MARGINAL), progress, interval)
+        # the posterior is unchanged when signals and sigma are scaled together: work at a median S(b=0) of 1,
+        # so signals of any scale (1e-300 or 1e297) stay inside float range, and refuse an SNR it cannot resolve
+        scale = float(np.median(s[:, 0]))
+        _check_snr(scale / sigma, sigma)
+        out = _marginal(b, s / scale, sigma / scale, edges, grid, axes, theta, min(chunk, _CHUNK_MARGINAL), progress,
+                        interval)
+        out = [v * scale if k % 4 == 3 else v for k, v in enumerate(out)]  # every 4th field is S0's, signal units
         fields = _PosteriorFields if interval is not None else IVIMParams
         return fields(*(v.reshape(shape) for v in out))
+    _check_snr(1.0 / sigma, sigma, relative=True)
     m = ivim(b[1:], theta[:, :1], theta[:, 1:2], theta[:, 2:3]).T  # (n_b - 1, G); b = 0 is 1 for all
     est = np.ones((len(s), 4))
     parts = list(_chunks(len(s), chunk))
@@ -542,6 +549,21 @@ def _fit_bayes(signals, b_values, *, sigma, prior, grid, s0, interval, chunk, pr
             bar.update(part.stop - part.start)
     bar.close()
     return _finish(est, s, shape)
+
+
+#: SNRs (median S(b=0) over sigma) ``fit_bayes`` accepts: below, the data say nothing; above, the S0
+#: nodes (spaced by the posterior SD of S0) outnumber what memory holds. Measured: 1e5 fits in 1 s.
+SNR_LIMITS = (0.01, 1e5)
+
+
+def _check_snr(snr, sigma, *, relative=False):
+    lo, hi = SNR_LIMITS
+    if not lo <= snr <= hi:
+        what = "1/sigma" if relative else "the signals' median S(b=0) over sigma"
+        raise ValueError(f"sigma={sigma:g} gives an SNR ({what}) of {snr:.3g}; fit_bayes works for SNRs from "
+                         f"{lo:g} to {hi:g}. Check sigma: it is the noise SD "
+                         + ("relative to S(b=0) (1/SNR) with s0='ratio'." if relative else
+                            "in the signals' units (e.g. estimate_sigma(signals, b_values, absolute=True))."))
 
 
 def _marginal(b, s, sigma, edges, grid, axes, theta, chunk, progress, interval):

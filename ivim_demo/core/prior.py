@@ -28,8 +28,16 @@ _LOGGABLE = ("Dp", "Dt")
 
 def as_generator(seed):
     """``seed`` itself when it is a ``numpy.random.Generator`` (one stream threaded through), else a new
-    ``numpy.random.default_rng(seed)``."""
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    ``numpy.random.default_rng(seed)``; a ValueError for anything that is not a seed."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, (bool, float, str, bytes)):
+        raise ValueError(f"seed must be a whole number >= 0, a sequence of them or a numpy Generator; got {seed!r}.")
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError):
+        raise ValueError(f"seed must be a whole number >= 0, a sequence of them or a numpy Generator; "
+                         f"got {seed!r}.") from None
 
 
 @dataclass(frozen=True)

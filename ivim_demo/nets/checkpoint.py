@@ -5,8 +5,9 @@ constructor settings, its weights, its compartment labelling (``swapped``,
 see ``infer.decide_labelling``), the training history, and a sha256 checksum
 over all of these, so a damaged file is refused instead of giving silently
 different maps.  Files are written atomically.  Files of the older format
-``/1`` (no checksum, no labelling) still load, silently: their labelling is
-decided at load time on simulated signals from ``PARAMETER_BOX``.
+``/1`` (no checksum, no labelling) still load, with a warning: their labelling
+is decided at load time on simulated signals from ``PARAMETER_BOX``. The
+shipped networks are all ``/2``.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import hashlib
 import json
 import os
 import secrets
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -91,7 +93,10 @@ def save_model(net, path, *, history=None) -> str:
     }
     payload["checksum"] = _checksum(payload)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"cannot save to {path!r}: a part of its folder is a file, not a folder.") from None
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
     try:
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
@@ -117,9 +122,9 @@ def load_model(path):
     unreadable file, a file whose checksum does not match (damaged after it
     was saved), weights that do not fit the network class it names (missing
     or unexpected keys, other shapes), and NaN or inf weights.  Checkpoints
-    of the older format ``ivim-demo-checkpoint/1`` (such as the explorer's
-    shipped networks) carry no checksum and no labelling; they load without
-    a warning and their labelling is decided with the seed's rule
+    of the older format ``ivim-demo-checkpoint/1`` carry no checksum and no
+    labelling; they load with a warning (damage cannot be detected) and
+    their labelling is decided with the seed's rule
     (``decide_labelling``) on simulated signals from ``PARAMETER_BOX``
     (``training_data(4096, b, seed=0)``).
 
@@ -146,6 +151,8 @@ def load_model(path):
     if payload["format"] == FORMAT:
         net.swapped = payload["swapped"]
     else:
+        warnings.warn(f"{path!r} is an old checkpoint ({FORMAT_V1}) without a checksum: damage to it cannot be "
+                      "detected. Re-save it with save_model(load_model(path), path) once you trust it.", stacklevel=2)
         decide_labelling(net, training_data(_LEGACY_VOXELS, net.b_values.numpy().astype(float), seed=0)[0])
     return net
 

@@ -172,12 +172,14 @@ class IVIMNetOptim(nn.Module):
         hi = np.array([bounds[k][1] for k in _ORDER], dtype=np.float32)
         if not 0 <= dropout < 1 or int(depth) < 1:
             raise ValueError("dropout must be in [0, 1) and depth >= 1.")
+        if width is not None and (isinstance(width, bool) or int(width) != width or width < 1):
+            raise ValueError(f"width must be a whole number >= 1 (or None: the number of b-values), got {width!r}.")
         self.register_buffer("b_values", torch.tensor(b, dtype=torch.float32))
         self.register_buffer("lo", torch.from_numpy(lo))
         self.register_buffer("hi", torch.from_numpy(hi))
         self.options = {"bounds": {k: [float(bounds[k][0]), float(bounds[k][1])] for k in _ORDER},
                         "fit_s0": bool(fit_s0), "parallel": bool(parallel), "batch_norm": bool(batch_norm),
-                        "dropout": float(dropout), "width": int(width or len(b)), "depth": int(depth),
+                        "dropout": float(dropout), "width": int(len(b) if width is None else width), "depth": int(depth),
                         "seed": int(seed)}
         self.n_params = 4 if fit_s0 else 3
         groups = self.n_params if parallel else 1

@@ -1,6 +1,8 @@
 """Training IVIM-NET: the seed's loop, vectorised batching, best weights kept."""
 from __future__ import annotations
 
+import numbers
+
 import copy
 import time
 import warnings
@@ -99,9 +101,15 @@ def _box_of(net):
 
 def _targets_tensor(targets, n, box, dev):
     """Box-normalised (Dp, Dt, Fp) targets, shape (n, 3)."""
+    if not all(hasattr(targets, name) for name in PARAMS):
+        raise ValueError(f"targets must be an IVIMParams (or another object with fields Dp, Dt, Fp), e.g. from "
+                         f"training_data; got {type(targets).__name__}.")
     cols = []
     for name in PARAMS:
-        values = np.asarray(getattr(targets, name), dtype=float).reshape(-1)
+        try:
+            values = np.asarray(getattr(targets, name), dtype=float).reshape(-1)
+        except (TypeError, ValueError):
+            raise ValueError(f"targets.{name} must be numbers, one per voxel.") from None
         if values.shape != (n,) or not np.all(np.isfinite(values)):
             raise ValueError(f"targets.{name} must hold one finite value per voxel ({n}), got shape {values.shape}.")
         cols.append(values)
@@ -199,7 +207,8 @@ def train(
     TrainHistory
     """
     check_train_options(batch_size=batch_size, patience=patience, max_epochs=max_epochs, lr=lr,
-                   batches_per_epoch=batches_per_epoch, lr_patience=lr_patience)
+                        batches_per_epoch=batches_per_epoch, lr_patience=lr_patience, seed=seed,
+                        validation_fraction=validation_fraction)
     dev = device()
     s, X, Y, box_units, gen, val, fit = training_inputs(net, signals, targets, validation_fraction, batch_size, seed, dev,
                                                 sigma)
@@ -274,8 +283,16 @@ DIVERGED = ("training diverged: the loss was never finite. Check the signals "
              "(normalised by S(b=0) they should be about 0-1.5) or lower lr.")
 
 
-def check_train_options(*, batch_size, patience, max_epochs, lr, batches_per_epoch=None, lr_patience=None):
+def check_train_options(*, batch_size, patience, max_epochs, lr, batches_per_epoch=None, lr_patience=None,
+                        seed=0, validation_fraction=None):
     """The checks ``train`` and ``train_stack`` make of their shared options."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}.")
+    if validation_fraction is not None and (isinstance(validation_fraction, bool)
+                                            or not isinstance(validation_fraction, numbers.Real)):
+        raise ValueError(f"validation_fraction must be a number in [0, 1), got {validation_fraction!r}.")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+        raise ValueError(f"lr must be a positive number, got {lr!r}.")
     for name, value in (("batch_size", batch_size), ("patience", patience), ("max_epochs", max_epochs)):
         _check_positive_int(name, value)
     if batches_per_epoch is not None:
