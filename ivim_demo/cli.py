@@ -223,9 +223,13 @@ def main(argv=None) -> int:
         print("error: " + " ".join(str(err).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: " + ("the scans already fitted are kept; run the same command again to fit the rest"
-                                 if cohort else "nothing was written (previous outputs, if any, are unchanged)"),
-              file=sys.stderr)
+        if cohort:
+            told = "the scans already fitted are kept; run the same command again to fit the rest"
+        elif staging is not None and staging.published:
+            told = f"after the outputs were written: they are complete in {args.out}"
+        else:
+            told = "nothing was written (previous outputs, if any, are unchanged)"
+        print("interrupted: " + told, file=sys.stderr)
         return 130
     except OSError as err:
         reason = " ".join(str(err.strerror or err).split())

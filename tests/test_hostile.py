@@ -3,6 +3,7 @@ exit 2 (130 for Ctrl-C), and a failed run leaves no partial outputs and the prev
 import errno
 import gzip
 import json
+import os
 
 import nibabel as nib
 import numpy as np
@@ -376,3 +377,87 @@ def test_typed_arguments_are_refused_by_name(tmp_path):
         iv.save_model(net, tmp_path / "file" / "net.pt")
     with pytest.raises(ValueError, match="width must be"):
         iv.IVIMNetOptim(iv.SEED_B_VALUES, width=0)
+
+
+# --- round three: outputs -------------------------------------------------------------------------------
+
+def _lsq(folder, out):
+    return ("fit", folder / "d.nii.gz", "--bvals", folder / "d.bval", "--out", out, "--method", "lsq",
+            "--no-progress")
+
+
+def test_out_that_is_a_symlink_gets_the_outputs_in_its_target(scan, capsys):
+    """B2: a symlinked --out was replaced by a real folder, leaving its target empty."""
+    folder, _, _ = scan
+    (folder / "real").mkdir()
+    (folder / "link").symlink_to(folder / "real")
+    code, err = _run(capsys, *_lsq(folder, folder / "link"))
+    assert code == 0, err
+    assert (folder / "link").is_symlink() and (folder / "real" / "Dt.nii.gz").is_file()
+    assert not [p for p in os.listdir(folder) if p.startswith(".")]
+
+
+def _no_fitting(monkeypatch):
+    from ivim_demo.imaging import image_fit
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("fitting started before --out was checked")
+
+    monkeypatch.setattr(image_fit, "fit_volume", refuse)
+
+
+def test_out_that_is_a_mount_point_is_refused_before_fitting(scan, capsys, monkeypatch):
+    """B3: a mount point failed with "Device or resource busy" after the whole fit."""
+    from ivim_demo.imaging import outputs
+
+    folder, _, _ = scan
+    (folder / "mnt").mkdir()
+    real = os.path.ismount
+    monkeypatch.setattr(outputs.os.path, "ismount", lambda p: p == str(folder / "mnt") or real(p))
+    _no_fitting(monkeypatch)
+    code, err = _run(capsys, *_lsq(folder, folder / "mnt"))
+    _one_line_error(code, err, "mount point")
+
+
+def test_out_that_cannot_be_replaced_is_refused_before_fitting(scan, capsys, monkeypatch):
+    """B4: an immutable --out (chattr +i) was refused only after training, leaving .out.old-* behind."""
+    from ivim_demo.imaging import outputs
+
+    folder, _, _ = scan
+    (folder / "o").mkdir()
+    real = os.rename
+
+    def immutable(src, dst):
+        if str(src) == str(folder / "o"):
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        return real(src, dst)
+
+    monkeypatch.setattr(outputs.os, "rename", immutable)
+    _no_fitting(monkeypatch)
+    code, err = _run(capsys, *_lsq(folder, folder / "o"))
+    _one_line_error(code, err, "cannot be replaced", "Operation not permitted")
+    assert sorted(os.listdir(folder)) == ["d.bval", "d.nii.gz", "o"]
+
+
+def test_signal_while_publishing_leaves_the_new_outputs_and_says_so(scan, capsys, monkeypatch):
+    """B1: a signal between the two renames left --out missing, the previous outputs in a hidden folder, and
+    "nothing was written"."""
+    import signal
+
+    from ivim_demo.imaging import outputs
+
+    folder, _, _ = scan
+    assert _run(capsys, *_lsq(folder, folder / "o"))[0] == 0
+    before = (folder / "o" / "summary.json").read_text()
+    real = os.rename
+
+    def interrupted(src, dst):
+        if ".partial-" in str(src):  # the new outputs move into place: Ctrl-C now
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(src, dst)
+
+    monkeypatch.setattr(outputs.os, "rename", interrupted)
+    code, err = _run(capsys, *_lsq(folder, folder / "o"))
+    assert code == 130 and "after the outputs were written" in err, err
+    assert (folder / "o" / "summary.json").read_text() != before  # the new run's (it records its time)
+    assert sorted(os.listdir(folder)) == ["d.bval", "d.nii.gz", "o"]

@@ -6,6 +6,7 @@ matplotlib until something is written), so the command line's ``--help`` stays f
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,9 +27,12 @@ OUTPUT_FILES = {"Dp.nii.gz", "Dt.nii.gz", "Fp.nii.gz", "S0.nii.gz", "residual.ni
 
 
 def check_out(out):
-    """``out`` may be replaced: missing, empty, or an earlier run's outputs and nothing else."""
+    """``out`` may be replaced: missing, empty, or an earlier run's outputs and nothing else; not a mount point."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out!r} is a file; give a folder to write the maps into.")
+    if os.path.ismount(out):
+        raise ValueError(f"--out {out!r} is a mount point, which cannot be replaced by a new folder; give a folder "
+                         "inside it.")
     if os.path.isdir(out):
         ours = OUTPUT_FILES | {f"{m}.pt" for m in methods("network")}  # and a network registered later
         others = sorted(set(os.listdir(out)) - ours)
@@ -46,8 +50,12 @@ class Staging:
     """
 
     def __init__(self, out):
-        self.out = os.path.abspath(out)
+        # a symbolic link is followed: the folder it points to gets the outputs, and the link stays
+        self.out = os.path.realpath(out) if os.path.islink(out) else os.path.abspath(out)
+        self.published = False
         check_out(self.out)
+        if os.path.isdir(self.out):
+            _check_replaceable(self.out)
         parent, self.created = os.path.dirname(self.out), []
         while not os.path.exists(parent):
             self.created.append(parent)
@@ -61,19 +69,35 @@ class Staging:
             raise ValueError(f"cannot write to --out {self.out!r} ({err.strerror}); choose a writable folder.") from None
 
     def publish(self):
-        """Replace ``out`` by the complete set (the previous outputs stay until then)."""
+        """Replace ``out`` by the complete set (the previous outputs stay until then).
+
+        Ctrl-C and SIGTERM are held back from the first rename until the previous outputs are deleted, so a
+        signal leaves either the previous outputs or the new ones in ``out``, never neither; one that
+        arrives meanwhile is delivered afterwards (``published`` is then True).
+        """
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.path, 0o777 & ~umask)  # mkdtemp makes it private; the maps are for colleagues too
-        old = None
-        if os.path.exists(self.out):
-            check_out(self.out)
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(self.out)}.old-", dir=os.path.dirname(self.out))
-            os.rename(self.out, os.path.join(old, "out"))
-        os.rename(self.path, self.out)
-        self.path, self.created = None, []
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        with _signals_held():
+            old = None
+            if os.path.exists(self.out):
+                check_out(self.out)
+                old = tempfile.mkdtemp(prefix=f".{os.path.basename(self.out)}.old-", dir=os.path.dirname(self.out))
+                try:
+                    os.rename(self.out, os.path.join(old, "out"))
+                except OSError:
+                    os.rmdir(old)
+                    raise
+            try:
+                os.rename(self.path, self.out)
+            except OSError:
+                if old is not None:  # put the previous outputs back
+                    os.rename(os.path.join(old, "out"), self.out)
+                    os.rmdir(old)
+                raise
+            self.path, self.created, self.published = None, [], True
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
 
     def discard(self):
         if getattr(self, "path", None):
@@ -83,6 +107,41 @@ class Staging:
                 os.rmdir(folder)
             except OSError:
                 break
+
+
+def _check_replaceable(out):
+    """Refuse, before any fitting, an ``out`` that cannot be moved aside (immutable, or its folder read-only)."""
+    probe = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.probe-{os.getpid()}")
+    with _signals_held():
+        try:
+            os.rename(out, probe)
+        except OSError as err:
+            raise ValueError(f"--out {out!r} cannot be replaced ({err.strerror}): it may be immutable or its "
+                             "folder read-only; choose another --out.") from None
+        os.rename(probe, out)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM back in this block (main thread only): one that arrives is noted and sent again
+    when the block ends, to the handlers in place before it. (Blocking them with ``pthread_sigmask`` would
+    not do: the kernel hands a process signal to any thread that does not block it, torch's among them.)"""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        if received:
+            os.kill(os.getpid(), received[0])
 
 
 def check_enough_b_values(b_values):
