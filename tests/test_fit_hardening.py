@@ -60,7 +60,8 @@ PRIOR = dict(iv.PARAMETER_BOX)
         ({**PRIOR, "Dp": (-0.01, 0.1)}, r"prior\['Dp'\] = \(-0.01, 0.1\) is not physical: Dp must be >= 0"),
         ({**PRIOR, "Dp": (0.01, np.inf)}, r"finite numbers"),
         ({**PRIOR, "Dp": 0.05}, r"pair"),
-        ([(0.01, 0.1)] * 3, r"prior must be a dict of \(low, high\) pairs with keys Dp, Dt, Fp"),
+        ([(0.01, 0.1)] * 3, r"prior must be a Prior \(e.g. net.prior or iv.IN_VIVO_PRIOR\) or a dict of \(low, high\) "
+                            r"ranges for Dp, Dt and Fp; got list"),
     ],
 )
 def test_bad_prior_is_refused_with_the_key_and_the_allowed_keys(prior, message):
@@ -72,10 +73,10 @@ def test_bad_prior_is_refused_with_the_key_and_the_allowed_keys(prior, message):
 @pytest.mark.parametrize(
     "bounds, message",
     [
-        ({"f": (0.0, 1.0)}, r"bounds has unknown key 'f'; the allowed keys are Dp, Dt, Fp, S0"),
+        ({"F": (0.0, 1.0)}, r"bounds has unknown key 'F'; the allowed keys are Dp, Dt, Fp, S0"),
         ({"dp": (0.01, 0.1)}, r"unknown key 'dp'.*case-sensitive"),
-        ({"S0": (0.0, 2.0)}, r"bounds\['S0'\] = \(0.0, 2.0\) is not physical: S0 is relative to the measured "
-                             r"S\(b=0\): it must be > 0"),
+        ({"S0": (-0.5, 2.0)}, r"bounds\['S0'\] = \(-0.5, 2.0\) is not physical: S0 is relative to the measured "
+                              r"S\(b=0\): it must be >= 0"),
         ({"Dt": (-0.001, 0.003)}, r"bounds\['Dt'\] .* Dt must be >= 0"),
         ({"Fp": (0.0, 1.2)}, r"bounds\['Fp'\] .* within \[0, 1\]"),
         ({"Dp": (0.05, 0.02)}, r"lower < upper"),

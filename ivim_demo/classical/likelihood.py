@@ -1,5 +1,5 @@
-"""The Rician log-likelihood of every voxel at every grid point as one matrix product: the engine of
-``fit_bayes`` (ratio and S0-marginal posteriors alike).
+"""The Rician (or Gaussian) log-likelihood of every voxel at every grid point as one matrix product: the
+engine of ``fit_bayes`` (ratio and S0-marginal posteriors alike).
 
 ``log I0e`` is interpolated per b-value in a few Chebyshev pieces so that the likelihood of n voxels on
 G grid points is ``(n, F) @ (F, G)`` with F about 50; the posterior sums run over blocks of the grid
@@ -107,13 +107,15 @@ class GridLikelihood:
     of the Gaussian terms could matter (``_F32_ROUNDING``), else in float64.
     """
 
-    def __init__(self, m, theta, sigma, x_range, *, block=BLOCK, scale2=1.0, offset=False):
+    def __init__(self, m, theta, sigma, x_range, *, block=BLOCK, scale2=1.0, offset=False, rician=True):
         # block: grid points per block; scale2: largest squared S0 the voxel features are scaled by
         # (``features(x, s2)``, for the S0-marginal posterior); offset: one more grid feature row of
         # ones, paired with a per-row constant the voxel features end with.
         import torch
 
-        self.sigma2 = sigma**2
+        # rician=False: the Gaussian log-likelihood -(x_b - m_b)^2 / (2 sigma^2) (real-valued data), which
+        # is the Gaussian part alone: log I0(z) is replaced by z, i.e. log I0e by 0
+        self.sigma2, self.rician = sigma**2, bool(rician)
         n_b = len(m)
         self.c = m.mean(axis=1)
         dm = m - self.c[:, None]
@@ -121,7 +123,7 @@ class GridLikelihood:
         self.nodes = []  # per b: node model values (k,), for the voxel features
         for j in range(n_b):
             x_lo, x_hi = x_range[:, j]
-            if x_hi == 0:  # log I0e(0) = 0 for every grid point: nothing to add
+            if x_hi <= 0 or not self.rician:  # log I0e(0) = 0 for every grid point (or no Bessel term at all)
                 continue
             shift = 0.1 * self.sigma2 / x_hi
             t = np.log(m[j] + shift)

@@ -146,7 +146,8 @@ class MarginalPass:
         yb = y[owner, 1:]
         # per-row terms that do not depend on (Dp, Dt, Fp): the b = 0 sample and the grid-mean part
         const = ((s * (yb @ c) - s**2 * (c @ c) / 2) + s * y[owner, 0] - s**2 / 2) / s2c
-        const += log_i0e(s * y[owner, 0] / s2c)
+        if post.rician:
+            const += log_i0e(s * y[owner, 0] / s2c)
         best = np.full(n, -np.inf)
         np.maximum.at(best, owner, const)
         X = torch.from_numpy(post.features(s[:, None] * yb, s**2, const - best[owner])).to(post.dtype)

@@ -17,6 +17,9 @@ __all__ = [
     "check_b_values",
     "check_b_units",
     "check_signals",
+    "check_noise",
+    "NOISE_MODELS",
+    "OSIPI_NAMES",
     "normalise",
     "check_box",
     "check_whole",
@@ -29,8 +32,12 @@ _PHYSICAL = {
     "Dp": ("must be >= 0 (mm^2/s)", lambda lo, hi: lo >= 0),
     "Dt": ("must be >= 0 (mm^2/s)", lambda lo, hi: lo >= 0),
     "Fp": ("is a fraction: it must lie within [0, 1]", lambda lo, hi: lo >= 0 and hi <= 1),
-    "S0": ("is relative to the measured S(b=0): it must be > 0", lambda lo, hi: lo > 0),
+    "S0": ("is relative to the measured S(b=0): it must be >= 0", lambda lo, hi: lo >= 0),
 }
+
+#: OSIPI TF2.4's parameter names, accepted as aliases in every box, prior and set of bounds: D is the tissue
+#: diffusion coefficient Dt, f the perfusion fraction Fp; Dp and S0 are spelled alike.
+OSIPI_NAMES = {"D": "Dt", "f": "Fp"}
 
 
 def check_b_values(b_values) -> np.ndarray:
@@ -82,7 +89,20 @@ def check_b_units(b_values) -> None:
         )
 
 
-def check_signals(signals, *, n_b: int | None = None, name: str = "signals") -> np.ndarray:
+#: The noise models the fits know: magnitude images (Rician, samples >= 0) and real-valued or phase-corrected
+#: images (Gaussian, where negative samples are legal).
+NOISE_MODELS = ("rician", "gaussian")
+
+
+def check_noise(noise) -> str:
+    """``noise`` as one of ``NOISE_MODELS``, or a ValueError naming them."""
+    if noise not in NOISE_MODELS:
+        raise ValueError(f"noise must be 'rician' (magnitude images, the default) or 'gaussian' (real-valued or "
+                         f"phase-corrected images, where negative samples are legal), got {noise!r}.")
+    return noise
+
+
+def check_signals(signals, *, n_b: int | None = None, name: str = "signals", negative: bool = False) -> np.ndarray:
     """Validate diffusion-weighted signals shaped ``(..., n_b)``, b=0 first.
 
     Parameters
@@ -94,6 +114,9 @@ def check_signals(signals, *, n_b: int | None = None, name: str = "signals") -> 
         trained on).
     name : str
         What to call the array in error messages.
+    negative : bool
+        Accept negative samples (Gaussian noise: real-valued or phase-corrected
+        images); S(b=0) must still be > 0.
 
     Returns
     -------
@@ -125,11 +148,12 @@ def check_signals(signals, *, n_b: int | None = None, name: str = "signals") -> 
             f"{name} contain NaN or inf in {n} voxel(s); mask them out (make_mask excludes them) "
             "before fitting."
         )
-    if s.min() < 0:
+    if not negative and s.min() < 0:
         n = int((s < 0).any(axis=-1).sum())
         raise ValueError(
             f"{name} contain negative values in {n} voxel(s); magnitude DWI signals are >= 0. "
-            "Use magnitude images or mask those voxels."
+            "Use magnitude images, mask those voxels, or fit with noise='gaussian' if the images are "
+            "real-valued (phase-corrected)."
         )
     if (s[..., 0] <= 0).any():
         n = int((s[..., 0] <= 0).sum())
@@ -161,8 +185,9 @@ def check_box(box, *, name: str = "box", keys=("Dp", "Dt", "Fp"), defaults=None)
     ----------
     box : dict
         ``{"Dp": (low, high), ...}``: Dp and Dt in mm^2/s (>= 0), Fp a fraction
-        (within [0, 1]), S0 relative to the measured S(b=0) (> 0). Each value is a
-        pair of finite numbers with low < high.
+        (within [0, 1]), S0 relative to the measured S(b=0) (>= 0). Each value is a
+        pair of finite numbers with low < high. OSIPI's names are accepted for
+        the same parameters (``OSIPI_NAMES``: ``D`` for Dt, ``f`` for Fp).
     name : str
         What to call the dict in error messages (``"bounds"``, ``"prior"``, ``"box"``).
     keys : tuple of str
@@ -179,6 +204,12 @@ def check_box(box, *, name: str = "box", keys=("Dp", "Dt", "Fp"), defaults=None)
     allowed = ", ".join(keys)
     if not isinstance(box, dict):
         raise ValueError(f"{name} must be a dict of (low, high) pairs with keys {allowed}, got {box!r}.")
+    for alias, ours in OSIPI_NAMES.items():  # OSIPI's names (D, f) for ours (Dt, Fp)
+        if alias in box:
+            if ours in box:
+                raise ValueError(f"{name} gives both {alias!r} (OSIPI's name) and {ours!r} for the same parameter; "
+                                 "give one.")
+            box = {(ours if k == alias else k): v for k, v in box.items()}
     unknown = [k for k in box if k not in keys]
     if unknown:
         raise ValueError(
@@ -264,8 +295,9 @@ def check_grid(grid, *, names=("Dp", "Dt", "Fp")) -> tuple:
         raise ValueError(message) from None
 
 
-def valid_voxels(signals) -> np.ndarray:
-    """Which voxels of ``(..., n_b)`` signals can be fitted: all values finite and >= 0, S(b=0) > 0.
+def valid_voxels(signals, *, negative=False) -> np.ndarray:
+    """Which voxels of ``(..., n_b)`` signals can be fitted: all values finite and >= 0 (any sign with
+    ``negative``), S(b=0) > 0.
 
     Returns
     -------
@@ -276,14 +308,15 @@ def valid_voxels(signals) -> np.ndarray:
     if s.dtype.kind not in "fiu" or s.ndim < 1:
         raise ValueError(f"signals must be a numeric array shaped (..., n_b), got dtype {s.dtype}, shape {s.shape}.")
     with np.errstate(invalid="ignore"):
-        return np.isfinite(s).all(axis=-1) & (s >= 0).all(axis=-1) & (s[..., 0] > 0)
+        return np.isfinite(s).all(axis=-1) & ((s >= 0).all(axis=-1) | negative) & (s[..., 0] > 0)
 
 
 def invalid_option(position: int = 0):
     """Give an estimator ``f(..., signals, ...) -> IVIMParams`` the keyword ``invalid``.
 
     ``invalid="raise"`` (default): ``check_signals`` refuses the whole call when
-    one voxel has NaN/inf, a negative value or S(b=0) <= 0. ``invalid="nan"``:
+    one voxel has NaN/inf, a negative value (unless the estimator is called
+    with ``noise="gaussian"``) or S(b=0) <= 0. ``invalid="nan"``:
     those voxels get NaN estimates and the others are fitted as usual, exactly
     as they would be on their own (real-valued, phase-corrected data have
     negative samples in some voxels).
@@ -304,7 +337,7 @@ def invalid_option(position: int = 0):
             if type(signals).__module__.startswith("torch"):
                 signals = signals.detach().cpu().numpy()
             s = np.asarray(signals)
-            ok = valid_voxels(s)
+            ok = valid_voxels(s, negative=kwargs.get("noise") == "gaussian")
             if not ok.any():
                 raise ValueError("no voxel can be fitted: every voxel has NaN/inf, a negative value or S(b=0) <= 0.")
             est = fn(*args[:position], s[ok], *args[position + 1:], **kwargs)

@@ -78,7 +78,7 @@ class Prior:
         object.__setattr__(self, "box", box)
         object.__setattr__(self, "log", tuple(k for k in _LOGGABLE if k in log))
 
-    def sample(self, n, *, seed=0) -> IVIMParams:
+    def sample(self, n, seed=0) -> IVIMParams:
         """Draw ``n`` parameter sets (S0 = 1).
 
         Dp, then Dt, then Fp are drawn from one generator, ``n`` values each
