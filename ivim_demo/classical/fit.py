@@ -11,7 +11,6 @@ torch is imported only by ``fit_bayes``, so ``import ivim_demo.classical.fit`` s
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -21,7 +20,7 @@ from ..core.checks import (check_b_values, check_box, check_grid, check_positive
 from ..core.prior import SEED_PRIOR, as_prior
 from ..core.signal_model import FIT_BOUNDS, IVIMParams, ivim
 from .likelihood import BLOCK, GridLikelihood
-from ..core.threads import one_torch_thread
+from ..core.threads import one_torch_thread, worker_pool
 
 __all__ = ["fit_lsq", "fit_segmented", "fit_bayes", "lsq_reference", "estimate_sigma"]
 
@@ -276,7 +275,7 @@ def fit_lsq(signals, b_values, *, bounds=None, max_iter=50, tol=1e-7, chunk=CHUN
     return _finish(est, s, shape)
 
 
-def estimate_sigma(signals, b_values, *, absolute=False, chunk=CHUNK) -> float:
+def estimate_sigma(signals, b_values, *, absolute=False, chunk=CHUNK, noise="rician") -> float:
     """Noise level relative to S(b=0) (1/SNR), or in signal units, from least-squares residuals.
 
     Fits every voxel with ``fit_lsq``; the sum of squared residuals of a voxel
@@ -303,12 +302,14 @@ def estimate_sigma(signals, b_values, *, absolute=False, chunk=CHUNK) -> float:
         whose voxels differ in brightness but share one noise level.
     chunk : int
         Voxels fitted at once (see ``fit_lsq``).
+    noise : {"rician", "gaussian"}
+        ``"gaussian"`` accepts negative samples (real-valued images).
 
     Returns
     -------
     float
     """
-    b, s, _ = _prepare(signals, b_values)
+    b, s, _ = _prepare(signals, b_values, noise)
     if len(b) <= 4:
         raise ValueError(f"estimating the noise needs more than 4 b-values, got {len(b)}.")
     chunk = check_whole(chunk, name="chunk")
@@ -564,7 +565,8 @@ def _fit_bayes(signals, b_values, *, sigma, prior, grid, s0, interval, chunk, pr
     bar = tqdm(total=len(s), desc="Bayes", unit="voxel", disable=not progress)
     # chunks run side by side on single-threaded torch: no thread barrier per operation (each costs
     # milliseconds when other processes share the cores)
-    with one_torch_thread() as workers, ThreadPoolExecutor(workers) as pool:
+    with one_torch_thread() as workers:
+        pool = worker_pool(workers)
         posterior = GridLikelihood(m, theta, sigma, _x_range(s), rician=rician)
         for part, mean in zip(parts, pool.map(lambda p: posterior.mean(_normalised(s[p])[:, 1:]), parts)):
             est[part, :3] = mean
@@ -598,7 +600,8 @@ def _marginal(b, s, sigma, edges, grid, axes, theta, chunk, progress, interval, 
     h = pm.s0_step(m_full, sigma)
     n = len(s)
     lo, hi = np.empty(n), np.empty(n)
-    with one_torch_thread() as workers, ThreadPoolExecutor(workers) as pool:
+    with one_torch_thread() as workers:
+        pool = worker_pool(workers)
         mhat, inv_norm = pm.unit_models(m_full)
         parts = list(_chunks(n, _CHUNK_MARGINAL))
         for part, (a, z) in zip(parts, pool.map(lambda p: pm.s0_windows(s[p].astype(float), mhat, inv_norm, sigma),
@@ -617,7 +620,8 @@ def _marginal(b, s, sigma, edges, grid, axes, theta, chunk, progress, interval, 
                             (top[:, None] * y[:, 1:]).max(axis=0)])
         x_range[0] = np.where(np.isfinite(x_range[0]), x_range[0], x_range[1])
         s0w = np.zeros((len(todo), count.max()))
-        with one_torch_thread() as workers, ThreadPoolExecutor(workers) as pool:
+        with one_torch_thread() as workers:
+            pool = worker_pool(workers)
             post = GridLikelihood(m_full[1:], theta, sigma, x_range, block=block, scale2=top.max() ** 2,
                                    offset=True, rician=rician)
             runner = pm.MarginalPass(post, grid, sigma, h)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -12,7 +11,7 @@ from ..core.checks import check_signals, invalid_option, valid_voxels
 from ..core.signal_model import IVIMParams
 from .networks import acquisition_matches, noise_input
 from .protocols import average_repeats, protocol_of, protocol_problems
-from ..core.threads import one_torch_thread
+from ..core.threads import one_torch_thread, worker_pool
 
 __all__ = ["predict", "decide_labelling", "swap_guard"]
 
@@ -64,8 +63,8 @@ def _encode(net, signals, sigma=None):
     if dev.type == "cpu" and hasattr(net, "predict_chunk"):
         # chunks side by side, one per thread, torch single-threaded: on a shared machine torch's own
         # threads spin-wait on each other's small ops (1M voxels: 0.8 s on 1 thread, 4-10 s on 2)
-        with one_torch_thread() as workers, ThreadPoolExecutor(workers) as pool:
-            outs = list(pool.map(run, starts))
+        with one_torch_thread() as workers:
+            outs = list(worker_pool(workers).map(run, starts))
     else:
         outs = [run(start) for start in starts]
     est = np.concatenate(outs).astype(float)
