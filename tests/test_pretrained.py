@@ -12,8 +12,6 @@ from ivim_demo.nets import pretrained as pt
 from ivim_demo.nets.protocols import Protocol, average_repeats, draw_protocols, protocol_of, protocol_problems
 from tolerances import network_rounding
 
-pytestmark = pytest.mark.numerics
-
 PARAMS = ("Dp", "Dt", "Fp")
 
 
@@ -102,6 +100,7 @@ def test_protocol_problems_name_each_way_out(b, problem):
 
 # --- the architecture --------------------------------------------------------------------------------
 
+@pytest.mark.numerics
 def test_specialised_network_is_the_any_protocol_network_for_that_protocol():
     net = iv.IVIMNetAnyProtocol(seed=3).eval()
     b, c = draw_protocols(1, seed=8)
@@ -120,6 +119,7 @@ def test_specialised_network_is_the_any_protocol_network_for_that_protocol():
         assert float((other(torch.cat([x[0, :, : k - 1], z[0, :, None]], dim=1)) - one).abs().max()) > 100 * tol
 
 
+@pytest.mark.numerics
 def test_retraining_resumes_to_the_same_network(tmp_path, monkeypatch):
     small = {"protocols_per_batch": 4, "voxels_per_protocol": 16, "validation_protocols": 4,
              "validation_voxels": 16, "eval_every": 5, "warmup": 2}
@@ -174,6 +174,7 @@ def test_shipped_network_is_near_the_posterior_under_its_prior(net, b):
         assert 0.84 <= inside.mean() <= 0.96, (k, inside.mean())
 
 
+@pytest.mark.numerics
 def test_repeats_and_order_are_read_from_the_b_values(net):
     b = np.array([0, 10, 20, 60, 150, 300, 500, 1000.0])
     rng = np.random.default_rng(2)
