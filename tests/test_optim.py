@@ -105,12 +105,13 @@ def test_optim_checkpoint_round_trip(tmp_path):
         iv.predict(loaded, test, b_values=[0, 10, 20, 60, 150, 300, 500, 900])
 
 
-@pytest.mark.parametrize("method, cls", [("orig", iv.IVIMNet), ("optim", iv.IVIMNetOptim),
+@pytest.mark.parametrize("method, cls", [("ivimnet", iv.IVIMNet), ("orig", iv.IVIMNet), ("optim", iv.IVIMNetOptim),
                                          ("supervised", iv.IVIMNetOptim)])
 def test_train_for_snr_recipes(method, cls):
+    """One name per network: "ivimnet" everywhere, "orig" kept as its old alias."""
     net = iv.train_for_snr(20, method=method, n=1500, max_epochs=2, seed=1, progress=False)
     assert isinstance(net, cls) and net.history["epochs"] == 2
-    assert bool(net.history["val_loss"]) == (method != "orig")
+    assert bool(net.history["val_loss"]) == (method not in ("ivimnet", "orig"))
 
 
 def test_train_for_snr_rejects_bad_arguments():
@@ -156,9 +157,9 @@ def test_train_options_override_the_recipe():
 def test_every_ablation_step_after_the_seed_stops_on_a_validation_split():
     # stopping on the summed training loss with dropout/batch norm ran > 15 min at full size
     first, *rest = iv.ABLATION
-    assert first[1] == "orig" and first[3] == {}
+    assert first[1] == "ivimnet" and first[3] == {}
     for label, method, _, train_options in rest:
-        default = 0.0 if method == "orig" else 0.1  # the recipes' validation split
+        default = 0.0 if method == "ivimnet" else 0.1  # the recipes' validation split
         assert train_options.get("validation_fraction", default) > 0, label
     assert [step[1] for step in rest].count("optim") == 4 and rest[-1][1] == "supervised"
 

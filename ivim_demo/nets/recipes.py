@@ -23,7 +23,7 @@ from .checkpoint import load_model, save_model
 from .ensemble import train_stack
 from .training import train
 
-__all__ = ["RECIPES", "SEED_TRAINING", "OPTIM_LR", "ABLATION", "ABLATION_EPOCH_CAP", "IN_VIVO_BOX", "IN_VIVO_LOG", "SCAN_BATCHES_PER_EPOCH", "SCAN_RECIPES",
+__all__ = ["RECIPES", "ALIASES", "canonical", "SEED_TRAINING", "OPTIM_LR", "ABLATION", "ABLATION_EPOCH_CAP", "IN_VIVO_BOX", "IN_VIVO_LOG", "SCAN_BATCHES_PER_EPOCH", "SCAN_RECIPES",
            "MIN_SCAN_VOXELS", "SNR_RANGE_TRAINING", "STACK_SIZE", "seed_network", "train_for_snr", "train_on_scan", "train_many", "train_jobs"]
 
 #: The seed's training settings (``train``'s defaults), as notebooks record them with a checkpoint.
@@ -35,9 +35,23 @@ SEED_TRAINING = {"batch_size": 128, "lr": 1e-3, "patience": 10}
 #: 26 and 52 epochs. We use 1e-3; pass ``train_options={"lr": 3e-5}`` for the published value.
 OPTIM_LR = 1e-3
 
+#: Old names of ``RECIPES``' methods, still accepted: the seed's network was "orig" (IVIM-NET_orig) here and
+#: "ivimnet" in the command line and the registry; it is "ivimnet" everywhere now.
+ALIASES = {"orig": "ivimnet"}
+
+
+def canonical(method) -> str:
+    """A ``RECIPES`` method's name, with ``ALIASES`` resolved; a ValueError naming the choices otherwise."""
+    method = ALIASES.get(method, method) if isinstance(method, str) else method
+    if method not in RECIPES:
+        raise ValueError(f"method must be one of {list(RECIPES)}, got {method!r}.")
+    return method
+
+
 #: method -> what ``train_for_snr`` builds and how it trains it.
 RECIPES = {
-    "orig": "the seed's IVIMNet; unsupervised, lr 1e-3, stops on the training loss (Barbieri et al.)",
+    "ivimnet": "the seed's IVIMNet (IVIM-NET_orig); unsupervised, lr 1e-3, stops on the training loss (Barbieri "
+               "et al.)",
     "optim": "IVIMNetOptim with the published settings; unsupervised, lr 1e-3 (see OPTIM_LR), "
              "10 % validation split (Kaandorp et al.)",
     "supervised": "IVIMNetOptim bounded to the simulation box, no S0 output, no dropout; trained on the "
@@ -84,8 +98,9 @@ def train_for_snr(snr, *, b_values=SEED_B_VALUES, method="optim", n=None, seed=0
         each parameter (see ``predict(net, signals, sigma=..., interval=0.9)``).
     b_values : array_like
         b-values in s/mm^2, starting at 0.
-    method : {"orig", "optim", "supervised"}
-        See ``RECIPES``. ``"supervised"`` needs the prior of the data to match
+    method : {"ivimnet", "optim", "supervised"}
+        See ``RECIPES``; ``"orig"`` is an old name of ``"ivimnet"`` (``ALIASES``).
+        ``"supervised"`` needs the prior of the data to match
         the simulation box: it learns the posterior mean for that prior.
     n : int, optional
         Training voxels, drawn uniformly from ``box``; default 100 000, and
@@ -149,15 +164,14 @@ def _recipe(snr, *, b_values=SEED_B_VALUES, method="optim", n=None, seed=0, max_
             net_options=None, train_options=None, box=None):
     """What ``train_for_snr`` trains at one SNR: the untrained network, its training signals and targets,
     ``train``'s options."""
-    if method not in RECIPES:
-        raise ValueError(f"method must be one of {list(RECIPES)}, got {method!r}.")
+    method = canonical(method)
     if np.ndim(snr) != 0 or not snr > 0:
         raise ValueError(f"snr must be > 0 (or a (low, high) pair for method='supervised'), got {snr!r}.")
     box = PARAMETER_BOX if box is None else box
     n = 100_000 if n is None else n
     signals, params = training_data(n, b_values, sigma=1.0 / snr, seed=seed + 1000, box=box)
     targets = None
-    if method == "orig":
+    if method == "ivimnet":
         net = IVIMNet(b_values, **{"seed": seed, **(net_options or {})})
         options = {}
     elif method == "optim":
@@ -191,8 +205,8 @@ ABLATION_EPOCH_CAP = 100
 #: latest; step 6 is the published network (= "optim").
 _CAP = {"max_epochs": ABLATION_EPOCH_CAP}
 ABLATION = [
-    ("orig (seed)", "orig", {}, {}),
-    ("+ validation stopping", "orig", {}, {"validation_fraction": 0.1}),
+    ("orig (seed)", "ivimnet", {}, {}),
+    ("+ validation stopping", "ivimnet", {}, {"validation_fraction": 0.1}),
     ("+ bounded outputs", "optim", {"parallel": False, "fit_s0": False, "batch_norm": False, "dropout": 0.0,
                                     "depth": 3}, _CAP),
     ("+ one sub-network per parameter", "optim", {"fit_s0": False, "batch_norm": False, "dropout": 0.0,

@@ -125,7 +125,7 @@ def compare_over_snr(snrs, *, n_test, n_train, n_repeats=1, networks=None, b_val
     snrs : sequence of float
         SNRs at b = 0.
     networks : dict of str -> str, optional
-        Row label -> ``train_for_snr`` method; default ``{"IVIM-NET": "orig"}``.
+        Row label -> ``train_for_snr`` method; default ``{"IVIM-NET": "ivimnet"}``.
     n_repeats : int
         Trainings per network and SNR. With more than one, a network's score
         columns (``SPREAD_COLUMNS``) are the mean over its trainings, with
@@ -149,7 +149,7 @@ def compare_over_snr(snrs, *, n_test, n_train, n_repeats=1, networks=None, b_val
     if isinstance(n_repeats, bool) or not isinstance(n_repeats, (int, np.integer)) or n_repeats < 1:
         raise ValueError(f"n_repeats must be a whole number >= 1, got {n_repeats!r}.")
     snrs = list(snrs)
-    networks = networks or {"IVIM-NET": "orig"}
+    networks = networks or {"IVIM-NET": "ivimnet"}
     jobs = [{"snr": snr, "method": method, "seed": seed + k, "n": n_train, "b_values": b_values,
              "max_epochs": max_epochs} for snr in snrs for method in networks.values() for k in range(n_repeats)]
     start = time.perf_counter()
