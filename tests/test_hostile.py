@@ -149,8 +149,9 @@ def test_api_refuses_b_values_in_other_units(factor):
 
 
 def test_network_bounds_with_unknown_keys_are_refused():
-    with pytest.raises(ValueError, match="unknown key 'f'"):
-        iv.IVIMNetOptim(iv.SEED_B_VALUES, bounds={"f": (0, 1)})
+    with pytest.raises(ValueError, match="unknown key 'fp'"):
+        iv.IVIMNetOptim(iv.SEED_B_VALUES, bounds={"fp": (0, 1)})
+    assert iv.IVIMNetOptim(iv.SEED_B_VALUES, bounds={"f": (0, 1)}).options["bounds"]["Fp"] == [0, 1]  # OSIPI's name
 
 
 def test_help_loads_neither_torch_nor_matplotlib():

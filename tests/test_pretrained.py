@@ -43,7 +43,7 @@ def test_prior_draws_as_sample_params_and_refuses_bad_logs():
     with pytest.raises(ValueError, match="lower end > 0"):
         iv.Prior({**iv.IN_VIVO_BOX, "Dt": (0.0, 0.003)}, log=("Dt",))
     with pytest.raises(ValueError, match="unknown key"):
-        iv.Prior({**iv.IN_VIVO_BOX, "D": (0.0, 0.003)})
+        iv.Prior({**iv.IN_VIVO_BOX, "Dstar": (0.0, 0.003)})
 
 
 def test_fit_bayes_learns_the_log_uniform_prior():

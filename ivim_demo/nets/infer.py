@@ -9,7 +9,7 @@ import torch
 
 from ..core.checks import check_signals, invalid_option, valid_voxels
 from ..core.signal_model import IVIMParams
-from .networks import acquisition_matches, noise_input
+from .networks import acquisition_matches, check_sigma, noise_input
 from .protocols import average_repeats, protocol_of, protocol_problems
 from ..core.threads import one_torch_thread, worker_pool
 
@@ -247,8 +247,9 @@ def _warn_outside_snr_range(net, s, sigma):
     """Warn when many voxels' SNR lies far outside the network's training range (its answer there is a guess)."""
     lo, hi = net.options["snr_range"]
     s0 = np.asarray(s, dtype=float).reshape(-1, len(net.b_values))[:, 0]
+    sig = check_sigma(sigma, len(s0))  # a ValueError saying what sigma must be, before any arithmetic
     with np.errstate(divide="ignore", invalid="ignore"):
-        snr = s0 / np.broadcast_to(np.asarray(sigma, dtype=float).reshape(-1), s0.shape)
+        snr = s0 / sig
     outside = (snr < lo / _SNR_MARGIN) | (snr > hi * _SNR_MARGIN)
     if outside.mean() > _SNR_OUTSIDE_SHARE:
         warnings.warn(f"{outside.mean():.0%} of the voxels have an SNR (S(b=0) / sigma, median "

@@ -15,7 +15,7 @@ from torch import nn
 from ..core.checks import check_b_values, check_box
 from ..core.signal_model import FIT_BOUNDS, IVIMParams, ivim
 
-__all__ = ["IVIMNet", "IVIMNetOptim", "IVIMNetUncertainty", "UNCERTAINTY_SNR_RANGE", "noise_input", "check_snr_range",
+__all__ = ["IVIMNet", "IVIMNetOptim", "IVIMNetUncertainty", "UNCERTAINTY_SNR_RANGE", "noise_input", "check_sigma", "check_snr_range",
            "uncertainty_heads"]
 
 
