@@ -337,19 +337,6 @@ def _pretrained(result):
     return text
 
 
-def _osipi(result):
-    rows = [{"method": name, "accurate (OSIPI's tolerances)": f"{m['accurate']}/{m['cases']}",
-             "under 0.5 s per call": f"{m['in_time']}/{m['cases']}", "passing both": f"{m['passed']}/{m['cases']}",
-             "median s per call": f"{m['median_seconds']:.4f}", "slowest call, s": f"{m['max_seconds']:.3f}"}
-            for name, m in result["methods"].items()]
-    head = (f"Measured {result['date']} by `benchmarks/osipi.py` on {result['machine']['cpus']} CPU cores: "
-            f"OSIPI's 124 cases ({result['source']}), one voxel per call through `osipi/IvimDemo.py` with "
-            "OSIPI's bounds, each call timed.\n\n")
-    misses = [f"{name}: " + ", ".join(f"{f['tissue']} ({f['file']})" for f in m["failed"])
-              for name, m in result["methods"].items() if m["failed"]]
-    return head + markdown_table(rows) + ("\n\nMissed: " + "; ".join(misses) + "." if misses else "")
-
-
 def render(root=ROOT):
     """Table name -> Markdown, for every result file present."""
     tables = {}
@@ -366,7 +353,6 @@ def render(root=ROOT):
                                   ("reference_spread", _reference_spread, results / "reference_spread.json"),
                                   ("uncertainty", _uncertainty, results / "uncertainty.json"),
                                   ("pretrained", _pretrained, results / "pretrained.json"),
-                                  ("osipi", _osipi, results / "osipi.json"),
                                   ("limits", _limits, root / "figures" / "09_limits.json"),
                                   ("demo_time", _notebook_times, results / "demo_time.json"),
                                   ("stacking", _stacking, results / "stacking.json"),
