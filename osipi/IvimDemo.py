@@ -49,9 +49,8 @@ class _IvimDemo(OsipiBase):
         order = np.argsort(b, kind="stable")
         s = np.asarray(signals, dtype=float)[..., order]
         est = self._fit(s, b[order])
-        squeeze = (lambda v: float(v)) if np.ndim(est.Dt) == 0 or np.size(est.Dt) == 1 and s.ndim == 1 \
-            else (lambda v: np.asarray(v))
-        return {"D": squeeze(est.Dt), "f": squeeze(est.Fp), "Dp": squeeze(est.Dp)}
+        out = float if s.ndim == 1 else np.asarray  # one voxel: plain numbers, as OSIPI's algorithms return
+        return {"D": out(est.Dt), "f": out(est.Fp), "Dp": out(est.Dp)}
 
 
 class IvimDemoLsq(_IvimDemo):

@@ -154,9 +154,10 @@ def fit_segmented(signals, b_values, *, b_threshold=200.0, bounds=None, chunk=CH
         samples are legal (least squares is the Gaussian maximum likelihood,
         so only the check changes).
     invalid : {"raise", "nan"}
-        ``"raise"`` (default): refuse signals with NaN/inf, negative values or
-        S(b=0) <= 0 in any voxel. ``"nan"``: such voxels get NaN estimates
-        and the others are fitted (see ``checks.invalid_option``).
+        ``"raise"`` (default): refuse signals with NaN/inf, negative values
+        (with ``noise="rician"``) or S(b=0) <= 0 in any voxel. ``"nan"``: such
+        voxels get NaN estimates and the others are fitted (see
+        ``checks.invalid_option``).
 
     Returns
     -------
@@ -255,9 +256,10 @@ def fit_lsq(signals, b_values, *, bounds=None, max_iter=50, tol=1e-7, chunk=CHUN
         samples are legal (least squares is the Gaussian maximum likelihood,
         so only the check changes).
     invalid : {"raise", "nan"}
-        ``"raise"`` (default): refuse signals with NaN/inf, negative values or
-        S(b=0) <= 0 in any voxel. ``"nan"``: such voxels get NaN estimates
-        and the others are fitted (see ``checks.invalid_option``).
+        ``"raise"`` (default): refuse signals with NaN/inf, negative values
+        (with ``noise="rician"``) or S(b=0) <= 0 in any voxel. ``"nan"``: such
+        voxels get NaN estimates and the others are fitted (see
+        ``checks.invalid_option``).
 
     Returns
     -------
