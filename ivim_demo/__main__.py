@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 
 from .cli import main
@@ -10,4 +11,7 @@ if code == 130:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(130)
+# Done, and the outputs written: a Ctrl-C from now on has nothing to stop, and one landing in the libraries'
+# exit handlers (dask's) printed their tracebacks.
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 sys.exit(code)

@@ -54,8 +54,9 @@ def _parser():
                    help="output folder for the maps, overview PNG and summary JSON: new, empty, or the outputs of an "
                         "earlier run (replaced as a whole once the new set is complete); a folder holding other "
                         "files is refused")
-    f.add_argument("--mask", help="NIfTI mask (non-zero = fit); default: the b=0 image's tissue (Otsu "
-                                  "threshold when the image has background, else every valid voxel)")
+    f.add_argument("--mask", help="NIfTI mask (non-zero = fit); default: the voxels whose signal at b <= 100 "
+                                  "s/mm^2 is above Otsu's threshold and that decay with b like tissue (air does "
+                                  "not); summary.json says when that mask is doubtful")
     f.add_argument("--method", choices=methods(),
                    help=f"default {DEFAULT_METHOD}: a network trained for this scan on simulations of it (its "
                         "b-values, signal levels and noise), which also writes posterior SD maps *_sd.nii.gz; "
@@ -123,7 +124,8 @@ def _fit(args, staging):
     dwi, b_values, affine = nifti.load_dwi(args.dwi, args.bvals, average=args.average)
     check_enough_b_values(b_values)
     user_mask = nifti.load_mask(args.mask, affine=affine) if args.mask else None
-    keep, excluded = mask.make_mask(dwi, mask=user_mask, warn=False, return_excluded=True)
+    keep, excluded, report = mask.make_mask(dwi, b_values=b_values, mask=user_mask, warn=False,
+                                            return_excluded=True, return_report=True)
     net, method = None, args.method or DEFAULT_METHOD
     if args.model:
         net = checkpoint.load_model(args.model)
@@ -136,7 +138,7 @@ def _fit(args, staging):
                                max_epochs=args.max_epochs, progress=not args.no_progress)
     return write_outputs(fit, keep, excluded, affine, staging, out=args.out, b_values=b_values, shape=dwi.shape,
                          save_net=not args.model, input=os.path.abspath(args.dwi), average=args.average,
-                         mask=os.path.abspath(args.mask) if args.mask else "automatic",
+                         mask=os.path.abspath(args.mask) if args.mask else "automatic", mask_check=report,
                          model=os.path.abspath(args.model) if args.model else None, seed=args.seed)
 
 

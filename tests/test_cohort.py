@@ -121,11 +121,12 @@ def test_pooled_voxels_are_bounded_seeded_and_drawn_from_the_fit_masks(study):
     assert pool.shape == (90, len(B_A))  # 30 from each of the 3 scans
     np.testing.assert_array_equal(pool, cohort.pooled_voxels(acq, n_voxels=90, seed=3))
     assert not np.array_equal(pool, cohort.pooled_voxels(acq, n_voxels=90, seed=4))
-    dwi, _, _ = iv.load_dwi(acq.scans[0].dwi, acq.scans[0].bval)
-    masked = dwi[iv.make_mask(dwi, warn=False)]
+    dwi, b, _ = iv.load_dwi(acq.scans[0].dwi, acq.scans[0].bval)
+    masked = dwi[iv.make_mask(dwi, b_values=b, warn=False)]
     assert (pool[:30, None, :] == masked[None]).all(axis=-1).any(axis=1).all()  # every voxel is a masked one
     big = cohort.pooled_voxels(acq, n_voxels=10**6, seed=3)  # more than there are: every masked voxel once
-    assert len(big) == sum(iv.make_mask(iv.load_dwi(s.dwi, s.bval)[0], warn=False).sum() for s in acq.scans)
+    assert len(big) == sum(iv.make_mask(*iv.load_dwi(s.dwi, s.bval)[:1], b_values=iv.load_dwi(s.dwi, s.bval)[1],
+                                        warn=False).sum() for s in acq.scans)
 
 
 def test_serial_and_distributed_give_identical_maps(study, fitted, scheduler, tmp_path):
@@ -141,8 +142,8 @@ def test_serial_and_distributed_give_identical_maps(study, fitted, scheduler, tm
             assert np.array_equal(maps_a[name], maps_b[name]), (a["scan"], name)
         assert a["Dt_median"] == b["Dt_median"] and a.get("label2_Fp") == b.get("label2_Fp")
     folder = tmp_path / "out" / "sub-03" / "ses-2" / "dwi" / "sub-03_ses-2"
-    assert {"Dp.nii.gz", "Dt.nii.gz", "Fp.nii.gz", "S0.nii.gz", "residual.nii.gz", "overview.png",
-            "summary.json"} == set(os.listdir(folder))
+    assert {"Dp.nii.gz", "Dt.nii.gz", "Fp.nii.gz", "S0.nii.gz", "residual.nii.gz", "fitted_mask.nii.gz",
+            "overview.png", "summary.json"} == set(os.listdir(folder))
     np.testing.assert_allclose(nib.load(folder / "Dt.nii.gz").affine, AFFINE)
     assert not _staging_left(tmp_path / "out")
 
@@ -154,9 +155,10 @@ def test_cohort_csv_values_match_the_phantom_truth(study, fitted):
     assert [r["scan"] for r in table] == [r["scan"] for r in rows]
     for row in table:
         ph = truth[row["scan"]]
-        dwi, _, _ = iv.load_dwi(root / row["output"].rsplit(os.sep, 1)[0] / f"{row['scan']}_dwi.nii.gz",
+        dwi, b, _ = iv.load_dwi(root / row["output"].rsplit(os.sep, 1)[0] / f"{row['scan']}_dwi.nii.gz",
                                 root / row["output"].rsplit(os.sep, 1)[0] / f"{row['scan']}_dwi.bval")
-        keep = iv.make_mask(dwi, warn=False)
+        keep = iv.make_mask(dwi, b_values=b, warn=False)
+        np.testing.assert_array_equal(nib.load(out / row["output"] / "fitted_mask.nii.gz").get_fdata() > 0, keep)
         assert int(row["voxels"]) == keep.sum()
         maps = _maps(out, row)
         assert float(row["Fp_median"]) == pytest.approx(np.median(maps["Fp"][keep]), rel=1e-6)  # float32 map

@@ -11,6 +11,7 @@ import pytest
 
 import ivim_demo as iv
 from ivim_demo.cli import main as cli
+from ivim_demo.imaging.mask import VALLEY_DOUBT
 
 
 @pytest.fixture()
@@ -462,3 +463,77 @@ def test_signal_while_publishing_leaves_the_new_outputs_and_says_so(scan, capsys
     assert code == 130 and "after the outputs were written" in err, err
     assert (folder / "o" / "summary.json").read_text() != before  # the new run's (it records its time)
     assert sorted(os.listdir(folder)) == ["d.bval", "d.nii.gz", "o"]
+
+
+# B12: the automatic mask tells air from tissue by the signal's decay with b, not by one threshold on S(b=0)
+
+
+def _two_tissues(rng):
+    """A field of view filled by two tissues, S0 1000 and 150 (no air): 40 x 80 voxels, SNR 100 in the first."""
+    b = iv.SEED_B_VALUES.astype(float)
+    s0 = np.where(np.arange(3200) < 1600, 1000.0, 150.0).reshape(40, 80, 1)
+    clean = s0 * (0.1 * np.exp(-b * 0.05) + 0.9 * np.exp(-b * 0.001))
+    return np.hypot(clean + rng.normal(0, 10, clean.shape), rng.normal(0, 10, clean.shape)), b
+
+
+def test_mask_keeps_a_dark_tissue_that_fills_half_the_field():
+    dwi, b = _two_tissues(np.random.default_rng(0))
+    keep, report = iv.make_mask(dwi, b_values=b, return_report=True)
+    assert keep.all() and report["background"] is False and report["doubt"] is None
+    with pytest.warns(UserWarning, match="doubtful"):  # the same image without b-values above 100 s/mm^2
+        assert iv.make_mask(dwi[..., :4], b_values=b[:4]).sum() == 1600
+
+
+def test_mask_keeps_tissue_in_shadow():
+    """A crop of the flow phantom with the upper half of the field 4 x darker (a coil's fall-off)."""
+    ex = iv.load_example("phantom_flow")
+    tissue = iv.make_mask(ex.dwi, b_values=ex.b_values)[28:72, 18:62]
+    dwi = ex.dwi[28:72, 18:62].copy()
+    dwi[:22] *= 0.25
+    keep = iv.make_mask(dwi, b_values=ex.b_values)
+    assert (iv.make_mask(dwi) & tissue).sum() < 0.9 * tissue.sum()  # by S(b=0) alone (no b-values): cut away
+    assert (keep & tissue).sum() >= 0.99 * tissue.sum()
+    assert (keep & ~tissue).sum() < 0.5 * (~tissue).sum()  # the rest: air, and the phantom's ringing
+
+
+def test_mask_drops_air_at_snr_5_and_says_it_is_doubtful():
+    ex = iv.phantom_example(snr=5)  # 7,488 air voxels; fat (S0 250) is 2 noise SDs above air
+    with pytest.warns(UserWarning, match="doubtful: no clear gap"):
+        keep, report = iv.make_mask(ex.dwi, b_values=ex.b_values, return_report=True)
+    assert (keep & (ex.rois == 0)).sum() == 0
+    assert (keep & (ex.rois >= 2)).sum() == (ex.rois >= 2).sum()  # liver ... tumour, S0 600-1000
+    assert report["valley"] >= VALLEY_DOUBT
+    assert (keep & (ex.rois == 1)).sum() < 0.5 * (ex.rois == 1).sum()  # most of the fat goes with the air: doubtful
+
+
+def test_cli_records_a_doubtful_mask(tmp_path, capsys):
+    ph = iv.anatomical_phantom((32, 32, 1), snr=5, directions=3, seed=1)
+    iv.save_dwi(ph.dwi, ph.b_values, np.eye(4), tmp_path / "d.nii.gz", tmp_path / "d.bval")
+    code, err = _run(capsys, "fit", tmp_path / "d.nii.gz", "--bvals", tmp_path / "d.bval", "--out",
+                     tmp_path / "o", "--method", "lsq")
+    assert code == 0 and "warning: the automatic mask is doubtful (no clear gap" in err, err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["mask_check"]["doubt"].startswith("no clear gap")
+    assert any("mask is doubtful" in w for w in summary["warnings"])
+    fitted = nib.load(tmp_path / "o" / "fitted_mask.nii.gz").get_fdata() > 0
+    assert fitted.sum() == summary["voxels"] and not (fitted & (ph.labels == 0)).any()
+
+
+@pytest.mark.parametrize("delay", [2.0, 6.0])  # while the workers start, and while they fit
+def test_ctrl_c_to_a_dask_cohort_prints_one_line(tmp_path, delay):
+    """B13: Ctrl-C reaches the whole process group; the workers leave it to the main process."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    iv.write_example_study(tmp_path / "study", names=("volunteer1", "volunteer2"))
+    proc = subprocess.Popen([sys.executable, "-m", "ivim_demo", "cohort", str(tmp_path / "study"), "--out",
+                             str(tmp_path / "o"), "--method", "bayes", "--workers", "2", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.splitlines() == ["interrupted: the scans already fitted are kept; run the same command again to "
+                                "fit the rest"], err

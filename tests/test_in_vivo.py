@@ -168,7 +168,10 @@ def test_cli_writes_residual_warnings_and_mask_counts(volunteer1, tmp_path, caps
     assert np.isclose(summary["mask_fraction"], ex.mask.mean())
     assert isinstance(summary["warnings"], list)
     assert sorted(p.name for p in out.iterdir()) == ["Dp.nii.gz", "Dt.nii.gz", "Fp.nii.gz", "S0.nii.gz",
-                                                    "overview.png", "residual.nii.gz", "summary.json"]
+                                                    "fitted_mask.nii.gz", "overview.png", "residual.nii.gz",
+                                                    "summary.json"]
+    np.testing.assert_array_equal(nib.load(out / "fitted_mask.nii.gz").get_fdata() > 0, keep)
+    assert summary["mask_check"]["rule"] == "user" and summary["mask_check"]["doubt"] is None
 
 
 def test_cli_prints_warnings_of_a_collapsed_model(tmp_path, capsys):

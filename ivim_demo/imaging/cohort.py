@@ -8,6 +8,7 @@ options is skipped, so a run that was stopped resumes where it was.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -46,8 +47,8 @@ def _load(scan, average):
         read_b_values(None)
     dwi, b, affine = nifti.load_dwi(scan.dwi, scan.bval, average=average)
     check_enough_b_values(b)
-    keep, excluded = mask.make_mask(dwi, warn=False, return_excluded=True)
-    return dwi, b, affine, keep, excluded
+    keep, excluded, report = mask.make_mask(dwi, b_values=b, warn=False, return_excluded=True, return_report=True)
+    return dwi, b, affine, keep, excluded, report
 
 
 def _file_id(path):
@@ -94,7 +95,7 @@ def pooled_voxels(acquisition, *, average="geometric", n_voxels=POOL_VOXELS, see
     samples = []
     for scan in acquisition.scans:  # one scan in memory at a time
         try:
-            dwi, _, _, keep, _ = _load(scan, average)
+            dwi, _, _, keep, _, _ = _load(scan, average)
         except ValueError as err:
             failed[scan.scan_id] = one_line(err)
             continue
@@ -214,7 +215,7 @@ def fit_scan(scan, out, *, acquisition, method=DEFAULT_METHOD, stamp="", model=N
     with one_torch_thread():
         target = os.path.join(out, scan.folder)
         try:
-            dwi, b, affine, keep, excluded = _load(scan, average)
+            dwi, b, affine, keep, excluded, report = _load(scan, average)
             labels = None
             if scan.labels:
                 labels = np.nan_to_num(np.asarray(nifti.load_mask(scan.labels, affine=affine), float))
@@ -231,7 +232,8 @@ def fit_scan(scan, out, *, acquisition, method=DEFAULT_METHOD, stamp="", model=N
             try:
                 summary = write_outputs(fit, keep, excluded, affine, staging.path, out=target, b_values=b,
                                         shape=dwi.shape, save_net=False, input=os.path.abspath(scan.dwi),
-                                        average=average, mask="automatic", model=model, seed=seed, cohort=record)
+                                        average=average, mask="automatic", mask_check=report, model=model, seed=seed,
+                                        cohort=record)
                 staging.publish()
             finally:
                 staging.discard()
@@ -507,16 +509,18 @@ def _run_dask(jobs, out, done, *, workers, client):
 
     from dask.distributed import Client, LocalCluster, as_completed
 
-    cluster = None
-    if client is None:
-        # no per-worker memory limit: dask's default (the machine's memory / workers) killed every task of a
-        # one-slice scan (~420 MB) with 64 workers on 24 GB; one scan per worker bounds the memory instead
-        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                               memory_limit=0, dashboard_address=None, silence_logs=logging.ERROR)
-        client = Client(cluster)
+    cluster, own, futures = None, client is None, {}
     token = secrets.token_hex(4)
-    futures = {}
     try:
+        if own:
+            _quiet_resource_tracker()
+            # no per-worker memory limit: dask's default (the machine's memory / workers) killed every task of a
+            # one-slice scan (~420 MB) with 64 workers on 24 GB; one scan per worker bounds the memory instead
+            with _workers_ignore_ctrl_c():
+                cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                                       processes=True, memory_limit=0, dashboard_address=None,
+                                       silence_logs=logging.ERROR)
+                client = Client(cluster)
         for scan, kwargs in jobs:
             fut = client.submit(fit_scan, scan, out, **kwargs, key=f"ivim-fit-{scan.scan_id}-{token}", pure=False)
             futures[fut] = scan, kwargs["acquisition"]
@@ -532,15 +536,81 @@ def _run_dask(jobs, out, done, *, workers, client):
                 row = _row(scan, acq, "failed", reason=reason)
             done(row)
     except KeyboardInterrupt:
-        if cluster is None:
+        if not own:
             print("note: scans already running on the cluster's workers may still finish and appear in --out "
                   "(each complete); wait for them before you rerun.", file=sys.stderr)
         raise
     finally:
-        client.cancel(list(futures))
-        if cluster is not None:  # an existing cluster's client is fit_cohort's to close
-            client.close()
-            cluster.close()
+        if client is not None and futures:
+            client.cancel(list(futures))
+        if own:  # an existing cluster's client is fit_cohort's to close
+            if client is not None:
+                client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+def _quiet_resource_tracker():
+    """Keep multiprocessing's resource tracker from warning of "leaked semaphore objects" at exit.
+
+    The tracker is the process that removes the named semaphores of the LocalCluster's processes when they
+    end (it does, after an interrupt too); what it printed after Ctrl-C was its notice that it had to. It
+    reads its warning filters from the environment when it starts, which is with the cluster's first process.
+    """
+    from multiprocessing import resource_tracker
+
+    before = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, (before, "ignore:resource_tracker:UserWarning")))
+    try:
+        resource_tracker.ensure_running()  # a tracker already running (started earlier) keeps its filters
+    finally:
+        if before is None:
+            del os.environ["PYTHONWARNINGS"]
+        else:
+            os.environ["PYTHONWARNINGS"] = before
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c():
+    """Start a LocalCluster's worker processes with Ctrl-C (SIGINT) ignored, and this process not interrupted.
+
+    Ctrl-C in a terminal reaches the whole process group. Killed by it, the workers printed tracebacks by the
+    dozen before "interrupted:", and one landing while the cluster started left dask's exit handler failing
+    on workers still starting. The workers are started through a two-line shell script that ignores SIGINT
+    before it runs Python (an ignored signal stays ignored across exec, and Python leaves it so); meanwhile
+    this process notes a Ctrl-C and raises ``KeyboardInterrupt`` once the cluster is up, so the caller closes
+    it cleanly. Only on POSIX and from the main thread (elsewhere, no change).
+    """
+    import multiprocessing
+    import shlex
+    import signal
+    import tempfile
+    import threading
+
+    if os.name != "posix" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    spawn = multiprocessing.get_context("spawn")
+    python = multiprocessing.spawn.get_executable()
+    held = []
+    with tempfile.TemporaryDirectory(prefix="ivim-demo-") as folder:
+        wrapper = os.path.join(folder, "python-ignoring-ctrl-c")
+        with open(wrapper, "w") as f:
+            f.write(f'#!/bin/sh\ntrap "" INT\nexec {shlex.quote(os.fsdecode(python))} "$@"\n')
+        os.chmod(wrapper, 0o700)
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+        # blocked in this thread, SIGINT is blocked in the threads it starts now (dask's event loop, which
+        # starts the workers), and so in the workers from their fork until the script ignores it
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        spawn.set_executable(wrapper)
+        try:
+            yield
+        finally:
+            spawn.set_executable(python)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
 
 
 def _connect(scheduler):

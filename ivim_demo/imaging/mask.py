@@ -5,7 +5,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["otsu_threshold", "has_background", "make_mask", "BACKGROUND_CONTRAST"]
+__all__ = ["otsu_threshold", "has_background", "tissue_mask", "make_mask", "BACKGROUND_CONTRAST", "LOW_B",
+           "DECAY_SHARE", "VALLEY_DOUBT"]
 
 
 def otsu_threshold(values, *, bins: int = 256) -> float:
@@ -65,7 +66,147 @@ def has_background(s0) -> tuple[bool, float]:
     return bool(np.median(high) > BACKGROUND_CONTRAST * np.median(low)), threshold
 
 
-def make_mask(dwi, method="otsu", *, mask=None, warn=True, return_excluded=False):
+#: b-values (s/mm^2) up to which the signal is averaged to tell tissue from air: near S0 in tissue,
+#: and averaging several columns narrows the noise (at SNR 5 one b = 0 image cannot split air from tissue).
+LOW_B = 100.0
+#: A class of voxels counts as tissue when its signal decays between the b-values above ``LOW_B`` by at
+#: least this share of the brightest class's decay. Air holds noise only: it does not decay at all.
+DECAY_SHARE = 0.5
+#: The mask is reported doubtful when the histogram at the cut is at least this fraction as dense as the
+#: smaller of the two peaks it separates (no gap between tissue and air).
+VALLEY_DOUBT = 0.75
+_SIGNIFICANT = 3.0  # standard errors: a fall smaller than this is noise (a small class of air can seem to fall)
+_MIN_CLASS = 20  # voxels: smaller classes are not split further
+_MAX_DEPTH = 8
+
+
+def _decay(values_mid, values_high) -> tuple[float, float]:
+    """How much a class's signal falls from the lower to the upper b-values above ``LOW_B`` (0: not at all),
+    and the standard error of that fall (from the medians' errors, 1.2533 x robust SD / sqrt(n))."""
+    m, h = float(np.median(values_mid)), float(np.median(values_high))
+    if h <= 0:
+        return np.inf, 0.0
+
+    def rel_se(v, centre):
+        mad = 1.4826 * float(np.median(np.abs(v - centre)))
+        return 1.2533 * mad / np.sqrt(v.size) / max(abs(centre), 1e-300)
+
+    return m / h - 1.0, (m / h) * float(np.hypot(rel_se(values_mid, m), rel_se(values_high, h)))
+
+
+def _is_tissue(decay, se, top) -> bool:
+    """A class is tissue when it decays by ``DECAY_SHARE`` of the brightest class's fall, and significantly."""
+    return decay >= DECAY_SHARE * top and decay > _SIGNIFICANT * se
+
+
+def _valley(x, cut) -> float:
+    """Histogram density at ``cut`` over the smaller of the peaks on either side of it."""
+    counts, edges = np.histogram(x, bins=64)
+    k = int(np.clip(np.searchsorted(edges, cut) - 1, 0, len(counts) - 1))
+    below, above = counts[:k], counts[k + 1:]
+    peak = min(below.max() if below.size else 0, above.max() if above.size else 0)
+    return float(counts[max(k - 1, 0):k + 2].mean() / max(peak, 1))
+
+
+def tissue_mask(dwi, b_values):
+    """Tell tissue from air in a DWI by the signal's level and by its decay with b.
+
+    Air holds noise only: its signal does not fall with b. Tissue's does. Otsu's
+    method splits the voxels by ``log`` of their mean signal at b <= ``LOW_B``
+    (s/mm^2); the split is accepted as tissue above / air below only when the
+    lower class does not decay like tissue (its fall from the lower to the upper
+    half of the b-values above ``LOW_B`` is less than ``DECAY_SHARE`` of the
+    brightest class's). While the lower class decays like tissue (a darker
+    tissue, or a field of view half in shadow), it is split again, down to air;
+    when no class is air, every voxel is tissue.
+
+    Parameters
+    ----------
+    dwi : array_like
+        ``(..., n_b)`` magnitude signals, valid voxels only need be finite and >= 0.
+    b_values : array_like
+        ``(n_b,)`` b-values in s/mm^2 (repeats allowed), at least one <= ``LOW_B``
+        and, for the decay test, two above it.
+
+    Returns
+    -------
+    keep : numpy.ndarray of bool
+        ``dwi.shape[:-1]``: voxels judged tissue (invalid voxels included; ``make_mask`` removes them).
+    report : dict
+        ``rule`` (``"otsu+decay"``, or ``"otsu+contrast"`` when fewer than two b-values exceed
+        ``LOW_B``), ``threshold`` (the cut on mean S(b <= LOW_B), signal units, ``None`` when every
+        voxel is tissue), ``background`` (bool), ``valley`` (see ``VALLEY_DOUBT``) and ``doubt``
+        (``None``, or a sentence saying why the mask should be checked).
+    """
+    d = np.asarray(dwi)
+    b = np.asarray(b_values, float).ravel()
+    if b.shape != d.shape[-1:]:
+        raise ValueError(f"b_values has {b.size} values but dwi has {d.shape[-1]} per voxel.")
+    low = b <= LOW_B
+    if not low.any():
+        raise ValueError(f"cannot make a mask: no b-value at or below {LOW_B:g} s/mm^2 (b = 0 is needed).")
+    rest = np.flatnonzero(~low)
+    rest = rest[np.argsort(b[rest], kind="stable")]
+    with np.errstate(invalid="ignore", over="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a voxel with no finite sample: its level is NaN
+        finite = np.where(np.isfinite(d[..., low]), d[..., low], np.nan)
+        level = np.nanmean(finite, axis=-1, dtype=float)
+        # voxels with a NaN or a negative value are judged by their other samples (make_mask then excludes and
+        # counts them); the statistics below use the valid voxels only
+        ok = (np.isfinite(d).all(axis=-1) & (d >= 0).all(axis=-1) & np.isfinite(level)
+              & (d[..., b == b.min()] > 0).all(axis=-1))  # as make_mask: S(b=0) <= 0 cannot be fitted
+    if not ok.any():
+        raise ValueError("no voxel has finite, non-negative signals with a positive mean at b <= "
+                         f"{LOW_B:g} s/mm^2: cannot make a mask.")
+    if rest.size < 2:
+        background, cut = has_background(level[ok])
+        keep = np.nan_to_num(level, nan=0.0) > cut if background else np.ones(level.shape, bool)
+        return keep, {"rule": "otsu+contrast", "threshold": cut if background else None, "background": background,
+                      "valley": None, "doubt": f"fewer than two b-values above {LOW_B:g} s/mm^2: tissue was told "
+                                                "from air by its brightness alone"}
+    half = rest.size // 2
+    judged = np.nan_to_num(level, nan=0.0)
+    x = np.log(level[ok])
+    mid = d[ok][:, rest[:half]].mean(axis=-1, dtype=float)
+    high = d[ok][:, rest[half:]].mean(axis=-1, dtype=float)
+    chosen, tissue, cut_on, top = np.ones(x.size, bool), None, None, None
+    air = False
+    for _ in range(_MAX_DEPTH):
+        if chosen.sum() < 2 * _MIN_CLASS or x[chosen].min() == x[chosen].max():
+            break
+        t = otsu_threshold(x[chosen])
+        lower, upper = chosen & (x <= t), chosen & (x > t)
+        if lower.sum() < _MIN_CLASS or upper.sum() < _MIN_CLASS:
+            break
+        decay, se = _decay(mid[upper], high[upper])
+        if top is None:
+            if not decay > _SIGNIFICANT * se:  # the brightest voxels do not decay: nothing to compare with
+                top = 0.0
+                break
+            top = decay
+        if not _is_tissue(decay, se, top):  # the upper part is air already: so is all of `chosen`
+            air = True
+            break
+        tissue, cut_on, chosen = t, chosen.copy(), lower
+    if not air and top is not None and top > 0 and chosen.sum() >= _MIN_CLASS:
+        air = not _is_tissue(*_decay(mid[chosen], high[chosen]), top)
+    if not air or tissue is None:
+        doubt = None if top is None or top > 0 else ("the brightest voxels' signal does not fall with b: tissue "
+                                                     "could not be told from air")
+        return np.ones(level.shape, bool), {"rule": "otsu+decay", "threshold": None, "background": False,
+                                            "valley": None, "doubt": doubt}
+    valley = _valley(x[cut_on], tissue)
+    cut = float(np.exp(tissue))
+    doubt = None
+    if valley >= VALLEY_DOUBT:
+        doubt = (f"no clear gap between tissue and air: at the cut (mean S(b<={LOW_B:g}) = {cut:.4g}) the "
+                 f"histogram is {valley:.0%} as dense as the smaller of its two peaks")
+    return judged > cut, {"rule": "otsu+decay", "threshold": cut, "background": True, "valley": valley,
+                         "doubt": doubt}
+
+
+def make_mask(dwi, method="otsu", *, b_values=None, mask=None, warn=True, return_excluded=False,
+              return_report=False):
     """Voxels to fit: foreground of the b=0 image, minus voxels that cannot be fitted.
 
     Parameters
@@ -73,23 +214,32 @@ def make_mask(dwi, method="otsu", *, mask=None, warn=True, return_excluded=False
     dwi : array_like
         ``(..., n_b)`` with b = 0 first.
     method : "otsu" or float
-        ``"otsu"``: Otsu's threshold on log S(b=0) when the image has background
-        (see ``has_background``), otherwise every voxel; a number: keep S(b=0)
-        above it (signal units). Ignored when ``mask`` is given.
+        ``"otsu"``: with ``b_values``, tissue told from air by level and decay
+        (``tissue_mask``); without, Otsu's threshold on log S(b=0) when the image
+        has background (``has_background``), otherwise every voxel. A number:
+        keep S(b=0) above it (signal units). Ignored when ``mask`` is given.
+    b_values : array_like, optional
+        ``(n_b,)`` in s/mm^2. Give them: the decay with b is what tells a dark
+        tissue from air (the command line always does).
     mask : array_like, optional
         A user mask shaped ``dwi.shape[:-1]`` (e.g. loaded from NIfTI): non-zero,
         finite values are inside (a NaN background counts as outside).
     warn : bool
-        Warn with the count of voxels excluded as invalid.
+        Warn with the count of voxels excluded as invalid, and when the automatic
+        mask is doubtful.
     return_excluded : bool
         Also return that count.
+    return_report : bool
+        Also return how the mask was made (a dict: ``rule``, ``threshold``,
+        ``background``, ``valley``, ``doubt``; see ``tissue_mask``).
 
     Returns
     -------
     numpy.ndarray of bool
         Shaped ``dwi.shape[:-1]``. Voxels with NaN/inf at any b-value, a negative
         value, or S(b=0) <= 0 are never in it: they are excluded and counted in a
-        warning, not turned silently into NaN maps.
+        warning, not turned silently into NaN maps. Followed by the count and the
+        report when asked for, in that order.
     """
     d = np.asarray(dwi)
     if d.ndim < 2:
@@ -105,13 +255,20 @@ def make_mask(dwi, method="otsu", *, mask=None, warn=True, return_excluded=False
         if keep.dtype.kind not in "biuf":
             raise ValueError(f"the mask must be numeric or boolean, got dtype {keep.dtype}.")
         keep = np.isfinite(keep) & (keep != 0) if keep.dtype.kind == "f" else keep.astype(bool)
+        report = {"rule": "user", "threshold": None, "background": None, "valley": None, "doubt": None}
     elif isinstance(method, str):
         if method != "otsu":
             raise ValueError(f"method must be 'otsu' or a threshold in signal units, got {method!r}.")
-        background, threshold = has_background(s0)
-        keep = s0 > threshold if background else np.ones(s0.shape, bool)
+        if b_values is not None:
+            keep, report = tissue_mask(d, b_values)
+        else:
+            background, threshold = has_background(s0)
+            keep = s0 > threshold if background else np.ones(s0.shape, bool)
+            report = {"rule": "otsu+contrast", "threshold": threshold if background else None,
+                      "background": background, "valley": None, "doubt": None}
     elif isinstance(method, (int, float, np.number)) and not isinstance(method, bool):
         keep = s0 > float(method)
+        report = {"rule": "threshold", "threshold": float(method), "background": True, "valley": None, "doubt": None}
     else:
         raise ValueError(f"method must be 'otsu' or a threshold in signal units, got {method!r}.")
     valid = np.isfinite(d).all(axis=-1) & (d >= 0).all(axis=-1) & (s0 > 0)
@@ -122,4 +279,7 @@ def make_mask(dwi, method="otsu", *, mask=None, warn=True, return_excluded=False
                       "and are excluded (their maps are 0).", stacklevel=2)
     if not keep.any():
         raise ValueError("the mask is empty: no voxel to fit. Check the threshold or the mask file.")
-    return (keep, excluded) if return_excluded else keep
+    if report["doubt"] and warn:
+        warnings.warn(f"the automatic mask is doubtful: {report['doubt']}. Check it, or pass a mask.", stacklevel=2)
+    out = (keep,) + ((excluded,) if return_excluded else ()) + ((report,) if return_report else ())
+    return out if len(out) > 1 else keep

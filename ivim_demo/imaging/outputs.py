@@ -22,8 +22,8 @@ __all__ = ["OUTPUT_FILES", "SD_MAP_NAMES", "SD_ROW", "Staging", "check_enough_b_
 SD_MAP_NAMES = ("Dp", "Dt", "Fp")
 #: Every file a run writes into --out besides a network's ``METHOD.pt``; a folder holding anything else is
 #: not ours to replace.
-OUTPUT_FILES = {"Dp.nii.gz", "Dt.nii.gz", "Fp.nii.gz", "S0.nii.gz", "residual.nii.gz", "overview.png",
-                "summary.json", *(f"{p}_sd.nii.gz" for p in SD_MAP_NAMES)}
+OUTPUT_FILES = {"Dp.nii.gz", "Dt.nii.gz", "Fp.nii.gz", "S0.nii.gz", "residual.nii.gz", "fitted_mask.nii.gz",
+                "overview.png", "summary.json", *(f"{p}_sd.nii.gz" for p in SD_MAP_NAMES)}
 
 
 def check_out(out):
@@ -180,7 +180,8 @@ def write_outputs(fit, keep, excluded, affine, folder, *, out, b_values, shape, 
     save_net : bool
         Also save a network trained for this scan as ``METHOD.pt``.
     **fields
-        More entries for summary.json (input, mask, model, seed, ...).
+        More entries for summary.json (input, mask, model, seed, ...). A ``mask_check`` (the report of
+        ``make_mask``) whose ``doubt`` is set adds that doubt to the summary's ``warnings``.
 
     Returns
     -------
@@ -200,6 +201,9 @@ def write_outputs(fit, keep, excluded, affine, folder, *, out, b_values, shape, 
     nib.save(nib.Nifti1Image(np.where(keep, fit.residual, 0).astype(np.float32), np.asarray(affine, float)),
              res_path)
     paths["residual"] = res_path
+    mask_path = os.path.join(folder, "fitted_mask.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(keep, np.uint8), np.asarray(affine, float)), mask_path)
+    paths["mask"] = mask_path
     sd = getattr(fit, "sd", None)
     for name in SD_MAP_NAMES if sd is not None else ():
         path = os.path.join(folder, f"{name}_sd.nii.gz")
@@ -222,7 +226,10 @@ def write_outputs(fit, keep, excluded, affine, folder, *, out, b_values, shape, 
         plt.close(fig)  # a cohort writes one per scan
     n_voxels = int(np.prod(keep.shape))
     out = os.path.abspath(out)
-    summary = {**fit.info, **fields, "b_values": [float(b) for b in b_values], "shape": list(shape),
+    doubt = (fields.get("mask_check") or {}).get("doubt")
+    warned = list(fit.info["warnings"]) + ([f"the automatic mask is doubtful ({doubt}); look at "
+                                            "fitted_mask.nii.gz, or pass a mask"] if doubt else [])
+    summary = {**fit.info, "warnings": warned, **fields, "b_values": [float(b) for b in b_values], "shape": list(shape),
                "mask_voxels": int(keep.sum()) + excluded, "mask_fraction": (int(keep.sum()) + excluded) / n_voxels,
                "excluded_voxels": excluded,
                **({"sd_maps": {"maps": [f"{p}_sd" for p in SD_MAP_NAMES], "what": fit.info.get("sd_maps", ""),
