@@ -20,9 +20,10 @@ USAGE_EXAMPLE = (
 
 def _shared_options(p):
     """Options that ``fit`` and ``cohort`` share."""
-    p.add_argument("--average", choices=("geometric", "arithmetic"), default="geometric",
-                   help="how the directions of a b-value are averaged: geometric (default, the trace-weighted "
-                        "image; a direction reading 0 makes it 0) or arithmetic")
+    p.add_argument("--average", choices=("geometric", "arithmetic"),
+                   help="how the directions of a b-value are averaged: geometric (default for magnitude images, "
+                        "the trace-weighted image; a direction reading 0 makes it 0) or arithmetic (default for "
+                        "real-valued images, fit only)")
     p.add_argument("--seed", type=int, default=0, help="seeds the network's simulation, initialisation and "
                                                        "training (same seed, same maps)")
     p.add_argument("--max-epochs", type=int, default=1000,
@@ -54,6 +55,10 @@ def _parser():
                    help="output folder for the maps, overview PNG and summary JSON: new, empty, or the outputs of an "
                         "earlier run (replaced as a whole once the new set is complete); a folder holding other "
                         "files is refused")
+    f.add_argument("--noise", choices=("auto", "rician", "gaussian"), default="auto",
+                   help="the images' noise: rician (magnitude images) or gaussian (real-valued or phase-corrected "
+                        "images, whose negative samples are legal); default auto: gaussian when the image has a "
+                        "negative sample, else rician (stated in summary.json). A cohort reads magnitude images")
     f.add_argument("--mask", help="NIfTI mask (non-zero = fit); default: the voxels whose signal at b <= 100 "
                                   "s/mm^2 is above Otsu's threshold and that decay with b like tissue (air does "
                                   "not); summary.json says when that mask is doubtful")
@@ -121,11 +126,12 @@ def _fit(args, staging):
 
     if args.sigma is not None and not registered(args.method or DEFAULT_METHOD).needs_sigma:
         raise ValueError(f"--sigma only applies to --method {', '.join(m for m in methods() if registered(m).needs_sigma)}.")
-    dwi, b_values, affine = nifti.load_dwi(args.dwi, args.bvals, average=args.average)
+    scan = nifti.read_scan(args.dwi, args.bvals, average=args.average, noise=args.noise)
+    dwi, b_values, affine = scan.dwi, scan.b_values, scan.affine
     check_enough_b_values(b_values)
     user_mask = nifti.load_mask(args.mask, affine=affine) if args.mask else None
     keep, excluded, report = mask.make_mask(dwi, b_values=b_values, mask=user_mask, warn=False,
-                                            return_excluded=True, return_report=True)
+                                            return_excluded=True, return_report=True, noise=scan.noise)
     net, method = None, args.method or DEFAULT_METHOD
     if args.model:
         net = checkpoint.load_model(args.model)
@@ -135,9 +141,10 @@ def _fit(args, staging):
                              f"leave out --method (it is read off the model) or train a {args.method} network.")
         method = trained_as
     fit = image_fit.fit_volume(dwi, b_values, keep, method=method, net=net, sigma=args.sigma, seed=args.seed,
-                               max_epochs=args.max_epochs, progress=not args.no_progress)
+                               max_epochs=args.max_epochs, progress=not args.no_progress, noise=scan.noise)
     return write_outputs(fit, keep, excluded, affine, staging, out=args.out, b_values=b_values, shape=dwi.shape,
-                         save_net=not args.model, input=os.path.abspath(args.dwi), average=args.average,
+                         save_net=not args.model, input=os.path.abspath(args.dwi), average=scan.average,
+                         noise_from=scan.noise_why,
                          mask=os.path.abspath(args.mask) if args.mask else "automatic", mask_check=report,
                          model=os.path.abspath(args.model) if args.model else None, seed=args.seed)
 
@@ -152,7 +159,7 @@ def _cohort(args):
     labels_glob = cohort.LABELS_GLOB if args.labels_glob is None else (args.labels_glob or None)
     pool = cohort.POOL_VOXELS if args.pool_voxels is None else args.pool_voxels
     return cohort.fit_cohort(args.dir, args.out, method=args.method, seed=args.seed, workers=args.workers,
-                             scheduler=args.scheduler, average=args.average, labels_glob=labels_glob,
+                             scheduler=args.scheduler, average=args.average or "geometric", labels_glob=labels_glob,
                              max_epochs=args.max_epochs, pool_voxels=pool, progress=not args.no_progress)
 
 

@@ -26,13 +26,46 @@ def test_least_squares_and_segmented_pass_every_case(cls):
     assert failed == [] and len(rows) == 124
 
 
-def test_bayes_with_osipi_bounds_passes_the_cases_it_is_given():
+def test_bayes_with_osipi_bounds_passes_every_case():
     """The exact posterior (uniform prior on OSIPI's bounds, Gaussian noise, sigma from the voxel's own
-    least-squares residuals) on the first three files (43 cases; all 124 in benchmarks/osipi.py)."""
-    files = ("generic.json", "generic_brain.json", "generic_one.json")
-    rows = unit_cases.run(lambda b, bounds: IvimDemo.IvimDemoBayes(bvalues=b, bounds=bounds), files=files)
+    least-squares residuals)."""
+    rows = unit_cases.run(lambda b, bounds: IvimDemo.IvimDemoBayes(bvalues=b, bounds=bounds))
     failed = [(r["file"], r["tissue"], r["estimate"], r["error"]) for r in rows if not r["accurate"]]
-    assert failed == [] and len(rows) == 43
+    assert failed == [] and len(rows) == 124
+
+
+def test_bayes_with_the_in_vivo_prior_misses_only_tissues_outside_it():
+    """The in-vivo prior (Fp up to 0.7, Dt up to 0.004) pulls tissues outside it inwards: that is the prior
+    doing its job, and the misses are exactly those tissues (f = 1 vessels, f near 0.7 or 0)."""
+    rows = unit_cases.run(lambda b, bounds: IvimDemo.IvimDemoBayes(bvalues=b, bounds=bounds, prior="in_vivo"))
+    missed = {(r["tissue"], r["truth"]["f"]) for r in rows if not r["accurate"]}
+    assert len(rows) == 124 and missed
+    assert all(f >= 0.69 or f == 0 for _, f in missed), missed
+
+
+@pytest.mark.numerics
+def test_the_shipped_network_passes_osipi_s_network_test_with_no_training():
+    """generic_DL.json, all 14 tissues in one call, OSIPI's network tolerances."""
+    shipped = unit_cases.run_networks(lambda b: IvimDemo.IvimDemoPretrained(bvalues=b))
+    assert [r["tissue"] for r in shipped if not r["accurate"]] == [] and len(shipped) == 14
+
+
+def test_ivim_net_optim_trained_as_osipi_trains_passes_its_network_test():
+    """IVIM-NET_optim trained on OSIPI's simulated training set (Gaussian noise, negative samples included)
+    as OSIPI trains its networks. One seed here; benchmarks/osipi.py trains three (the worst error of any
+    tissue at most 0.56 of its tolerance on this machine), so another CPU's training path has room."""
+    optim = unit_cases.run_networks(lambda b: IvimDemo.IvimDemoOptim(bvalues=b, seed=0))
+    assert [r["tissue"] for r in optim if not r["accurate"]] == [] and len(optim) == 14
+
+
+def test_network_adapter_needs_b_values_and_takes_negative_samples():
+    with pytest.raises(ValueError, match="bvalues"):
+        IvimDemo.IvimDemoOptim()
+    case = unit_cases.cases(("generic_DL.json",))[0]
+    signal = case[3] / case[3][0]
+    signal[-1] = -0.01  # real-valued data: legal
+    one = IvimDemo.IvimDemoPretrained(bvalues=case[2]).ivim_fit(signal, case[2])
+    assert set(one) == {"D", "f", "Dp"} and 0 < one["D"] < 0.005
 
 
 def test_adapter_returns_osipi_s_keys_for_one_voxel_and_for_many():

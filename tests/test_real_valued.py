@@ -65,3 +65,60 @@ def test_osipi_names_and_bounds_are_accepted():
     assert prior.box["Dt"] == (0.0003, 0.005)
     with pytest.raises(ValueError, match="both 'D'"):
         iv.fit_lsq(S, B, bounds={"D": (0, 0.005), "Dt": (0, 0.003)})
+
+
+def test_networks_train_on_and_predict_real_valued_signals():
+    S, p = _gaussian(20_000, 0.05, 5)
+    negative = (S < 0).any(axis=1)
+    assert negative.sum() > 10
+    net = iv.IVIMNetOptim(B, seed=0)
+    with pytest.raises(ValueError, match="noise='gaussian'"):
+        iv.train(net, S, max_epochs=2, progress=False)
+    history = iv.train(net, S, noise="gaussian", max_epochs=30, batches_per_epoch=100, progress=False)
+    assert not history.warnings
+    with pytest.raises(ValueError, match="noise='gaussian'"):
+        iv.predict(net, S[negative])
+    est = iv.predict(net, S[:2000], noise="gaussian")
+    assert np.isfinite(est.Dt).all()
+    # a real estimator of Dt: it tracks the truth far better than the prior mean does
+    rmse = np.sqrt(np.mean((est.Dt - p.Dt[:2000]) ** 2))
+    assert rmse < 0.5 * np.std(p.Dt[:2000]), rmse
+    shipped = iv.predict(iv.load_pretrained(), S[:200] * 1000, b_values=B, noise="gaussian", sigma=30.0)
+    assert np.isfinite(shipped.Dt).all() and np.isfinite(shipped.Fp).all()
+
+
+def test_the_command_line_tells_a_real_valued_image_and_fits_it(tmp_path, capsys):
+    import json
+
+    from ivim_demo.cli import main as cli
+
+    ph = iv.anatomical_phantom((24, 24, 1), snr=30, directions=2, seed=3)
+    clean = iv.ivim(ph.b_values, *(getattr(ph.truth, k)[..., None] for k in ("Dp", "Dt", "Fp", "S0")))
+    real = clean + np.random.default_rng(0).normal(0, 20.0, clean.shape)
+    iv.save_dwi(real.astype(np.float32), ph.b_values, np.eye(4), tmp_path / "d.nii.gz", tmp_path / "d.bval")
+    args = ["fit", str(tmp_path / "d.nii.gz"), "--bvals", str(tmp_path / "d.bval"), "--method", "bayes",
+            "--no-progress"]
+    assert cli(args + ["--out", str(tmp_path / "o")]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["noise"] == "gaussian" and "negative samples" in summary["noise_from"]
+    assert summary["average"] == "arithmetic" and summary["excluded_voxels"] == 0
+    assert summary["voxels"] == int((ph.labels > 0).sum())  # the body, air left out, no voxel lost to a sign
+    # read as a magnitude image, voxels with a negative sample are lost (fat, S0 250, most of all)
+    assert cli(args + ["--out", str(tmp_path / "m"), "--noise", "rician"]) == 0
+    assert json.loads((tmp_path / "m" / "summary.json").read_text())["voxels"] < 0.9 * summary["voxels"]
+    capsys.readouterr()
+    assert cli(args + ["--out", str(tmp_path / "g"), "--average", "geometric"]) == 2
+    assert "averaged geometrically" in capsys.readouterr().err
+
+
+def test_read_scan_keeps_negative_samples_of_real_valued_images(tmp_path):
+    b = np.array([0, 0, 100, 100, 500, 500.0])
+    data = np.array([[[[1.0, 1.2, 0.6, 0.5, -0.05, 0.07]]]], dtype=np.float32)
+    iv.save_dwi(data, b, np.eye(4), tmp_path / "d.nii.gz", tmp_path / "d.bval")
+    scan = iv.read_scan(tmp_path / "d.nii.gz", tmp_path / "d.bval")
+    assert scan.noise == "gaussian" and scan.average == "arithmetic"
+    np.testing.assert_allclose(scan.dwi[0, 0, 0], [1.1, 0.55, 0.01], rtol=1e-6)
+    magnitude = iv.read_scan(tmp_path / "d.nii.gz", tmp_path / "d.bval", noise="rician")
+    assert np.isnan(magnitude.dwi[0, 0, 0, 2]) and magnitude.average == "geometric"
+    keep = iv.make_mask(scan.dwi, noise="gaussian", warn=False)
+    assert keep.all()

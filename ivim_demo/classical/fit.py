@@ -569,7 +569,7 @@ def _fit_bayes(signals, b_values, *, sigma, prior, grid, s0, interval, chunk, pr
     # milliseconds when other processes share the cores)
     with one_torch_thread() as workers:
         pool = worker_pool(workers)
-        posterior = GridLikelihood(m, theta, sigma, _x_range(s), rician=rician)
+        posterior = GridLikelihood(m, theta, sigma, _x_range(s), rician=rician, pool=pool)
         for part, mean in zip(parts, pool.map(lambda p: posterior.mean(_normalised(s[p])[:, 1:]), parts)):
             est[part, :3] = mean
             bar.update(part.stop - part.start)
@@ -625,7 +625,7 @@ def _marginal(b, s, sigma, edges, grid, axes, theta, chunk, progress, interval, 
         with one_torch_thread() as workers:
             pool = worker_pool(workers)
             post = GridLikelihood(m_full[1:], theta, sigma, x_range, block=block, scale2=top.max() ** 2,
-                                   offset=True, rician=rician)
+                                  offset=True, rician=rician, pool=pool)
             runner = pm.MarginalPass(post, grid, sigma, h)
             parts = list(_chunks(len(todo), chunk))
             for part, (dp, dt, fp, w) in zip(parts, pool.map(lambda p: runner.run(y[p], first[p], count[p]), parts)):

@@ -107,10 +107,11 @@ class GridLikelihood:
     of the Gaussian terms could matter (``_F32_ROUNDING``), else in float64.
     """
 
-    def __init__(self, m, theta, sigma, x_range, *, block=BLOCK, scale2=1.0, offset=False, rician=True):
+    def __init__(self, m, theta, sigma, x_range, *, block=BLOCK, scale2=1.0, offset=False, rician=True, pool=None):
         # block: grid points per block; scale2: largest squared S0 the voxel features are scaled by
         # (``features(x, s2)``, for the S0-marginal posterior); offset: one more grid feature row of
-        # ones, paired with a per-row constant the voxel features end with.
+        # ones, paired with a per-row constant the voxel features end with. pool: a thread pool (``map``)
+        # that builds the rows of the b-values side by side.
         import torch
 
         # rician=False: the Gaussian log-likelihood -(x_b - m_b)^2 / (2 sigma^2) (real-valued data), which
@@ -119,38 +120,60 @@ class GridLikelihood:
         n_b = len(m)
         self.c = m.mean(axis=1)
         dm = m - self.c[:, None]
-        rows = [dm, -(dm**2).sum(axis=0, keepdims=True) / (2 * self.sigma2)]
         self.nodes = []  # per b: node model values (k,), for the voxel features
-        for j in range(n_b):
+        # float32 unless its rounding of the largest Gaussian terms could matter (high SNR)
+        rounding = 2.0**-24 * 2 * (np.abs(dm).max(axis=1) ** 2).sum() * scale2 / self.sigma2
+        self.dtype = torch.float32 if rounding <= _F32_ROUNDING else torch.float64
+        as_numpy = np.float32 if self.dtype == torch.float32 else np.float64
+
+        def bessel_pieces(j):
+            """The interpolation pieces of b-value j, and each grid point's piece (none when not needed)."""
             x_lo, x_hi = x_range[:, j]
             if x_hi <= 0 or not self.rician:  # log I0e(0) = 0 for every grid point (or no Bessel term at all)
-                continue
+                return None
             shift = 0.1 * self.sigma2 / x_hi
             t = np.log(m[j] + shift)
             x_test = np.unique(np.append(np.geomspace(max(x_lo, 1e-6 * x_hi), x_hi, 48), x_hi))
             pieces = _pieces(t.min(), t.max(), x_test, shift, self.sigma2, _LOGLIK_TOL / n_b)
             owner = np.searchsorted(np.array([p[1] for p in pieces[:-1]]), t)  # each grid point in one piece
-            for i, (_, _, nodes, weights) in enumerate(pieces):
-                basis = np.zeros((len(nodes), len(t)))
-                basis[:, owner == i] = _lagrange(nodes, weights, t[owner == i]).T
-                rows.append(basis)
-                self.nodes.append((j, np.exp(nodes) - shift))
+            return t, shift, pieces, owner
+
+        # the b-values are independent: side by side in ``pool`` (numpy releases the GIL in the large steps)
+        run = pool.map if pool is not None else map
+        per_b = list(run(bessel_pieces, range(n_b)))
+        # rows: dm (n_b), -|dm|^2 / (2 sigma^2), the Lagrange weights of every piece, [ones]; written once, in
+        # the posterior's dtype, straight into the matrix
+        starts, row = [], n_b + 1
+        for j, found in enumerate(per_b):
+            starts.append(row)
+            for _, _, nodes, _ in found[2] if found else ():
+                self.nodes.append((j, np.exp(nodes) - found[1]))
+                row += len(nodes)
+        M = np.zeros((row + bool(offset), m.shape[1]), dtype=as_numpy)
+        M[:n_b] = dm
+        M[n_b] = -(dm**2).sum(axis=0) / (2 * self.sigma2)
         if offset:
-            rows.append(np.ones((1, m.shape[1])))
-        M = np.concatenate(rows)
-        # float32 unless its rounding of the largest Gaussian terms could matter (high SNR)
-        rounding = 2.0**-24 * 2 * (np.abs(dm).max(axis=1) ** 2).sum() * scale2 / self.sigma2
-        self.dtype = torch.float32 if rounding <= _F32_ROUNDING else torch.float64
+            M[row] = 1.0
+
+        def fill(j):
+            if per_b[j] is None:
+                return
+            t, _, pieces, owner = per_b[j]
+            r = starts[j]
+            for i, (_, _, nodes, weights) in enumerate(pieces):
+                inside = owner == i
+                M[r : r + len(nodes), inside] = _lagrange(nodes, weights, t[inside]).T
+                r += len(nodes)
+
+        list(run(fill, range(n_b)))  # disjoint rows per b-value
         span = np.array([theta.min(axis=0), theta.max(axis=0)])
         self.theta_lo, self.theta_scale = span[0], np.where(span[1] > span[0], span[1] - span[0], 1.0)
         unit = (theta - self.theta_lo) / self.theta_scale  # grid in [0, 1]: uniform float32 precision
-        theta1 = np.concatenate([unit, np.ones((len(theta), 1))], axis=1)
-        # grid blocks small enough for the (chunk, block) log-likelihood to stay in cache
-        self.blocks = [
-            (torch.from_numpy(np.ascontiguousarray(M[:, i : i + block])).to(self.dtype),
-             torch.from_numpy(theta1[i : i + block]).to(self.dtype))
-            for i in range(0, M.shape[1], block)
-        ]
+        theta1 = np.concatenate([unit, np.ones((len(theta), 1))], axis=1).astype(as_numpy)
+        # grid blocks small enough for the (chunk, block) log-likelihood to stay in cache: views of M (rows
+        # G apart, each block's columns contiguous: a matrix BLAS reads as it is)
+        self.blocks = [(torch.from_numpy(M[:, i : i + block]), torch.from_numpy(theta1[i : i + block]))
+                       for i in range(0, M.shape[1], block)]
         self._local = threading.local()  # one log-likelihood buffer per worker thread
 
     def features(self, x, s2=None, offset=None):

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..core.checks import check_b_values, check_positive, check_signals
+from ..core.checks import check_b_values, check_noise, check_positive, check_signals
 from ..classical.fit import estimate_sigma, fit_lsq
 from ..nets.infer import predict
 from .method_fits import LEVEL
@@ -93,7 +93,7 @@ def _unmask(values, mask):
 
 
 def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=None, seed=0, max_epochs=1000,
-               progress=True) -> VolumeFit:
+               progress=True, noise="rician") -> VolumeFit:
     """Fit IVIM to the masked voxels of an image and check the result.
 
     Exactly the voxels in ``mask`` are fitted. A network method without a
@@ -137,6 +137,11 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
         Training limit for a network method without ``net``.
     progress : bool
         Progress bar while training.
+    noise : {"rician", "gaussian"}
+        The images' noise: ``"rician"`` (magnitude images, the default) or
+        ``"gaussian"`` (real-valued or phase-corrected images: negative
+        samples are legal, and the fits, the noise estimate and the Bayes
+        likelihood use Gaussian noise; ``read_scan`` tells it from the image).
 
     Returns
     -------
@@ -163,11 +168,12 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
         raise ValueError(f"mask shape {m.shape} does not match the image's {d.shape[:-1]}.")
     if not m.any():
         raise ValueError("the mask is empty: no voxel to fit.")
-    voxels = check_signals(d[m], n_b=len(b))
-    info = {"method": method, "voxels": int(m.sum())}
+    voxels = check_signals(d[m], n_b=len(b), negative=check_noise(noise) == "gaussian")
+    info = {"method": method, "voxels": int(m.sum()), "noise": noise}
     if network:
         if net is None:
-            net = entry.load()(voxels, b, method=method, seed=seed, max_epochs=max_epochs, progress=progress)
+            net = entry.load()(voxels, b, method=method, seed=seed, max_epochs=max_epochs, progress=progress,
+                               noise=noise)
             h = net.history
             info.update(train_seconds=h["seconds"], epochs=h["epochs"], best_epoch=h["best_epoch"])
             if "noise_sd" in h:
@@ -183,18 +189,19 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
         # the noise it was trained for when trained here (the same estimate from the same voxels); a network
         # given (e.g. --model, trained on another scan or a cohort's pooled voxels) gets this scan's own noise,
         # as its noise input is relative to each voxel's S(b=0) and a scan's signal units are its own
-        noise = info.get("noise_sd")
-        if noise is None:
-            noise = float(estimate_sigma(voxels, b, absolute=True))
-            info["noise_sd"] = noise
-        est = predict(net, voxels, b_values=b, sigma=noise, interval=LEVEL)
+        noise_sd = info.get("noise_sd")
+        if noise_sd is None:
+            noise_sd = float(estimate_sigma(voxels, b, absolute=True, noise=noise))
+            info["noise_sd"] = noise_sd
+        est = predict(net, voxels, b_values=b, sigma=noise_sd, interval=LEVEL, noise=noise)
     elif network:
-        est = predict(net, voxels, b_values=b)
+        est = predict(net, voxels, b_values=b, noise=noise)
     else:  # a classical method of the registry: the in-vivo prior, intervals where it has them
         if entry.needs_sigma:
-            sigma = estimate_sigma(voxels, b, absolute=True) if sigma is None else _check_sigma(sigma, voxels)
+            sigma = (estimate_sigma(voxels, b, absolute=True, noise=noise) if sigma is None
+                     else _check_sigma(sigma, voxels))
             info["sigma"] = float(sigma)
-        est = entry.load()(voxels, b, sigma=sigma if entry.needs_sigma else None, context="scan")
+        est = entry.load()(voxels, b, sigma=sigma if entry.needs_sigma else None, context="scan", noise=noise)
     # a method that yields a Posterior (mean, sd, lower, upper) gets SD maps; the network methods plug in by
     # returning one from predict
     est, sd = _split_posterior(est)
@@ -202,7 +209,7 @@ def fit_volume(dwi, b_values, mask, *, method=DEFAULT_METHOD, net=None, sigma=No
         info["sd_maps"] = SD_MAPS.get(method, f"posterior SD ({method})")
     info["fit_seconds"] = time.perf_counter() - start
     res = residual(voxels, b, est)
-    lsq = est if method == "lsq" else fit_lsq(voxels, b)
+    lsq = est if method == "lsq" else fit_lsq(voxels, b, noise=noise)
     info["residual_median"] = float(np.median(res))
     info["warnings"] = decay_warnings(voxels, b)
     if network:  # what train() found wrong (a loss that never improved, a constant output)

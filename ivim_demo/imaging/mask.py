@@ -5,6 +5,8 @@ import warnings
 
 import numpy as np
 
+from ..core.checks import check_noise
+
 __all__ = ["otsu_threshold", "has_background", "tissue_mask", "make_mask", "BACKGROUND_CONTRAST", "LOW_B",
            "DECAY_SHARE", "VALLEY_DOUBT"]
 
@@ -108,7 +110,7 @@ def _valley(x, cut) -> float:
     return float(counts[max(k - 1, 0):k + 2].mean() / max(peak, 1))
 
 
-def tissue_mask(dwi, b_values):
+def tissue_mask(dwi, b_values, *, negative=False):
     """Tell tissue from air in a DWI by the signal's level and by its decay with b.
 
     Air holds noise only: its signal does not fall with b. Tissue's does. Otsu's
@@ -127,6 +129,8 @@ def tissue_mask(dwi, b_values):
     b_values : array_like
         ``(n_b,)`` b-values in s/mm^2 (repeats allowed), at least one <= ``LOW_B``
         and, for the decay test, two above it.
+    negative : bool
+        Negative samples are legal (real-valued images, Gaussian noise).
 
     Returns
     -------
@@ -153,11 +157,11 @@ def tissue_mask(dwi, b_values):
         level = np.nanmean(finite, axis=-1, dtype=float)
         # voxels with a NaN or a negative value are judged by their other samples (make_mask then excludes and
         # counts them); the statistics below use the valid voxels only
-        ok = (np.isfinite(d).all(axis=-1) & (d >= 0).all(axis=-1) & np.isfinite(level)
+        ok = (np.isfinite(d).all(axis=-1) & ((d >= 0).all(axis=-1) | negative) & (level > 0)
               & (d[..., b == b.min()] > 0).all(axis=-1))  # as make_mask: S(b=0) <= 0 cannot be fitted
     if not ok.any():
-        raise ValueError("no voxel has finite, non-negative signals with a positive mean at b <= "
-                         f"{LOW_B:g} s/mm^2: cannot make a mask.")
+        raise ValueError(f"no voxel has finite{'' if negative else ', non-negative'} signals with a positive "
+                         f"S(b=0) and mean at b <= {LOW_B:g} s/mm^2: cannot make a mask.")
     if rest.size < 2:
         background, cut = has_background(level[ok])
         keep = np.nan_to_num(level, nan=0.0) > cut if background else np.ones(level.shape, bool)
@@ -206,7 +210,7 @@ def tissue_mask(dwi, b_values):
 
 
 def make_mask(dwi, method="otsu", *, b_values=None, mask=None, warn=True, return_excluded=False,
-              return_report=False):
+              return_report=False, noise="rician"):
     """Voxels to fit: foreground of the b=0 image, minus voxels that cannot be fitted.
 
     Parameters
@@ -232,12 +236,15 @@ def make_mask(dwi, method="otsu", *, b_values=None, mask=None, warn=True, return
     return_report : bool
         Also return how the mask was made (a dict: ``rule``, ``threshold``,
         ``background``, ``valley``, ``doubt``; see ``tissue_mask``).
+    noise : {"rician", "gaussian"}
+        ``"gaussian"`` (real-valued images): negative samples are legal, and
+        only NaN/inf and S(b=0) <= 0 exclude a voxel.
 
     Returns
     -------
     numpy.ndarray of bool
         Shaped ``dwi.shape[:-1]``. Voxels with NaN/inf at any b-value, a negative
-        value, or S(b=0) <= 0 are never in it: they are excluded and counted in a
+        value (with Rician noise), or S(b=0) <= 0 are never in it: they are excluded and counted in a
         warning, not turned silently into NaN maps. Followed by the count and the
         report when asked for, in that order.
     """
@@ -248,6 +255,7 @@ def make_mask(dwi, method="otsu", *, b_values=None, mask=None, warn=True, return
         raise ValueError(f"dwi must hold real magnitude signals, got dtype {d.dtype}"
                          f"{' (use np.abs for complex data)' if d.dtype.kind == 'c' else ''}.")
     s0 = d[..., 0]
+    negative = check_noise(noise) == "gaussian"
     if mask is not None:
         keep = np.asarray(mask)
         if keep.shape != s0.shape:
@@ -260,7 +268,7 @@ def make_mask(dwi, method="otsu", *, b_values=None, mask=None, warn=True, return
         if method != "otsu":
             raise ValueError(f"method must be 'otsu' or a threshold in signal units, got {method!r}.")
         if b_values is not None:
-            keep, report = tissue_mask(d, b_values)
+            keep, report = tissue_mask(d, b_values, negative=negative)
         else:
             background, threshold = has_background(s0)
             keep = s0 > threshold if background else np.ones(s0.shape, bool)
@@ -271,12 +279,13 @@ def make_mask(dwi, method="otsu", *, b_values=None, mask=None, warn=True, return
         report = {"rule": "threshold", "threshold": float(method), "background": True, "valley": None, "doubt": None}
     else:
         raise ValueError(f"method must be 'otsu' or a threshold in signal units, got {method!r}.")
-    valid = np.isfinite(d).all(axis=-1) & (d >= 0).all(axis=-1) & (s0 > 0)
+    valid = np.isfinite(d).all(axis=-1) & ((d >= 0).all(axis=-1) | negative) & (s0 > 0)
     excluded = int((keep & ~valid).sum())
     keep = keep & valid
     if excluded and warn:
-        warnings.warn(f"{excluded} voxel(s) inside the mask have NaN/inf, negative values or S(b=0) <= 0 "
-                      "and are excluded (their maps are 0).", stacklevel=2)
+        warnings.warn(f"{excluded} voxel(s) inside the mask have NaN/inf, "
+                      f"{'' if negative else 'negative values '}or S(b=0) <= 0 and are excluded (their maps are "
+                      "0).", stacklevel=2)
     if not keep.any():
         raise ValueError("the mask is empty: no voxel to fit. Check the threshold or the mask file.")
     if report["doubt"] and warn:

@@ -5,16 +5,56 @@ import os
 
 import numpy as np
 
-from ..core.checks import check_b_units
+from typing import NamedTuple
+
+from ..core.checks import check_b_units, check_noise
 from ..core.signal_model import IVIMParams
 
-__all__ = ["load_dwi", "load_mask", "average_directions", "save_maps", "save_dwi"]
+__all__ = ["Scan", "read_scan", "noise_of", "load_dwi", "load_mask", "average_directions", "save_maps",
+           "save_dwi"]
 
 
 def _nib():
     import nibabel
 
     return nibabel
+
+
+class Scan(NamedTuple):
+    """A DWI series as ``read_scan`` reads it."""
+
+    dwi: np.ndarray  #: ``(x, y, z, n_b)`` float32, directions averaged, b-values increasing
+    b_values: np.ndarray  #: the distinct b-values (s/mm^2), starting at 0
+    affine: np.ndarray  #: the 4 x 4 voxel-to-world affine
+    noise: str  #: "rician" (magnitude image) or "gaussian" (real-valued)
+    noise_why: str  #: how the noise was decided ("given", or the evidence in the image)
+    average: str  #: how directions were averaged
+
+
+def noise_of(dwi) -> tuple[str, str]:
+    """Tell from an image whether its noise is Rician (a magnitude image) or Gaussian (real-valued).
+
+    A magnitude image has no negative sample; a real-valued or phase-corrected
+    one has them wherever the signal is within a few noise SDs of 0 (the
+    background, the highest b-values), so a single negative sample decides.
+
+    Parameters
+    ----------
+    dwi : array_like
+        Signals of any shape (NaN/inf samples are ignored).
+
+    Returns
+    -------
+    noise : {"rician", "gaussian"}
+    why : str
+        The evidence, for summary.json (e.g. ``"1,204 negative samples: a real-valued image"``).
+    """
+    d = np.asarray(dwi)
+    with np.errstate(invalid="ignore"):
+        negative = int(np.count_nonzero(d < 0))  # NaN < 0 is False
+    if negative:
+        return "gaussian", f"{negative:,} negative samples: a real-valued image"
+    return "rician", "no negative sample: a magnitude image"
 
 
 def load_dwi(nifti_path, bvals_path, *, average="geometric"):
@@ -25,6 +65,8 @@ def load_dwi(nifti_path, bvals_path, *, average="geometric"):
     by b with b = 0 first. The geometric mean of directions is the
     trace-weighted image (:math:`S_0 e^{-b\\,\\mathrm{tr}(D)/3}` for a
     diffusion tensor); ``average="arithmetic"`` gives the mean DWI instead.
+    A magnitude image is assumed: negative samples make their voxel NaN at
+    that b-value (``read_scan`` reads real-valued images too).
 
     Parameters
     ----------
@@ -44,6 +86,36 @@ def load_dwi(nifti_path, bvals_path, *, average="geometric"):
         The image's 4 x 4 voxel-to-world affine.
     """
     if average not in ("geometric", "arithmetic"):
+        raise ValueError(f"average must be 'geometric' or 'arithmetic', got {average!r}.")
+    scan = read_scan(nifti_path, bvals_path, average=average, noise="rician")
+    return scan.dwi, scan.b_values, scan.affine
+
+
+def read_scan(nifti_path, bvals_path, *, average=None, noise="auto") -> Scan:
+    """Read a 4-D diffusion-weighted NIfTI and its FSL ``bvals`` file, magnitude or real-valued.
+
+    As ``load_dwi``, and the noise decided: ``noise="auto"`` tells a
+    real-valued image (any negative sample: Gaussian noise) from a magnitude
+    one (``noise_of``). Real-valued images keep their negative samples and
+    are averaged arithmetically (the geometric mean is undefined for them).
+
+    Parameters
+    ----------
+    nifti_path : str or os.PathLike
+        4-D image ``(x, y, z, volumes)``.
+    bvals_path : str or os.PathLike
+        Text file of one b-value (s/mm^2) per volume.
+    average : {"geometric", "arithmetic"}, optional
+        Default: geometric for a magnitude image, arithmetic for a real-valued one.
+    noise : {"auto", "rician", "gaussian"}
+
+    Returns
+    -------
+    Scan
+    """
+    if noise != "auto":
+        check_noise(noise)
+    if average not in (None, "geometric", "arithmetic"):
         raise ValueError(f"average must be 'geometric' or 'arithmetic', got {average!r}.")
     for path, what in ((nifti_path, "DWI image"), (bvals_path, "bvals file")):
         if not isinstance(path, (str, os.PathLike)):
@@ -78,11 +150,20 @@ def load_dwi(nifti_path, bvals_path, *, average="geometric"):
     except Exception as err:  # truncated or corrupt file: the header read fine, the data do not
         raise ValueError(f"cannot read the image data of {os.fspath(nifti_path)!r} (truncated or corrupt?): "
                          f"{err}") from None
-    dwi, b_values = average_directions(data, bvals, average=average)
-    return dwi, b_values, np.asarray(img.affine)
+    noise, why = noise_of(data) if noise == "auto" else (noise, "given")
+    if average is None:
+        average = "arithmetic" if noise == "gaussian" else "geometric"
+    if noise == "gaussian" and average == "geometric":
+        raise ValueError("real-valued images (Gaussian noise, negative samples) cannot be averaged geometrically "
+                         "(the logarithm of a negative sample): average the directions arithmetically "
+                         "(--average arithmetic).")
+    dwi, b_values = average_directions(data, bvals, average=average, negative=noise == "gaussian")
+    return Scan(dwi, b_values, np.asarray(img.affine), noise, why, average)
 
 
-def average_directions(data, b_values, *, average="geometric"):
+
+
+def average_directions(data, b_values, *, average="geometric", negative=False):
     r"""Average the volumes that share a b-value (e.g. diffusion directions) into one volume each.
 
     Parameters
@@ -100,6 +181,9 @@ def average_directions(data, b_values, *, average="geometric"):
         Either way a voxel with a negative or NaN value in any of the
         volumes averaged gets NaN there (not a clipped value), so that
         ``make_mask`` excludes and counts it.
+    negative : bool
+        Real-valued images (Gaussian noise): negative samples are legal and
+        kept (arithmetic mean only); NaN still gives NaN.
 
     Returns
     -------
@@ -111,6 +195,8 @@ def average_directions(data, b_values, *, average="geometric"):
     """
     if average not in ("geometric", "arithmetic"):
         raise ValueError(f"average must be 'geometric' or 'arithmetic', got {average!r}.")
+    if negative and average == "geometric":
+        raise ValueError("signals with negative samples cannot be averaged geometrically; use 'arithmetic'.")
     data = np.asarray(data, dtype=np.float32)
     given = np.asarray(b_values, dtype=float)
     rounded = np.round(given)
@@ -126,7 +212,8 @@ def average_directions(data, b_values, *, average="geometric"):
                 mean = np.exp(np.log(np.clip(group, 0, None)).mean(axis=-1))
         else:
             mean = group.mean(axis=-1)
-        volumes.append(np.where((group >= 0).all(axis=-1), mean, np.nan))  # NaN and < 0 fail ">= 0"
+        legal = np.isfinite(group) if negative else group >= 0  # NaN (and < 0 for magnitudes) fail
+        volumes.append(np.where(legal.all(axis=-1), mean, np.nan))
     return np.stack(volumes, axis=-1).astype(np.float32), b_unique
 
 

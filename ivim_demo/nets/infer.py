@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import torch
 
-from ..core.checks import check_signals, invalid_option, valid_voxels
+from ..core.checks import check_noise, check_signals, invalid_option, valid_voxels
 from ..core.signal_model import IVIMParams
 from .networks import acquisition_matches, check_sigma, noise_input
 from .protocols import average_repeats, protocol_of, protocol_problems
@@ -39,14 +39,14 @@ def swap_guard(Dp, Dt, Fp):
     return Dp, Dt, Fp
 
 
-def _encode(net, signals, sigma=None):
+def _encode(net, signals, sigma=None, *, negative=False):
     """The network's raw outputs ``(n_voxels, k)`` (float64) and the checked signals.
 
     ``sigma`` (signal units, one value or one per voxel) is the noise input of
     networks that take it (``networks.noise_input``); others refuse it.
     """
     net_b = net.b_values.cpu().numpy()
-    s = check_signals(signals, n_b=len(net_b))
+    s = check_signals(signals, n_b=len(net_b), negative=negative)
     raw = s.reshape(-1, len(net_b))
     # normalised before the cast to float32, the network's precision: signals of any scale give ratios near 1
     flat = (raw[:, net.input_columns] / raw[:, :1].astype(float)).astype(np.float32)
@@ -82,7 +82,7 @@ def _ordered_by_construction(net) -> bool:
     return lo is not None and hi is not None and float(lo[0]) >= float(hi[1])
 
 
-def decide_labelling(net, signals) -> bool:
+def decide_labelling(net, signals, *, negative=False) -> bool:
     """Decide once which network output is Dp, and store it on the network.
 
     The model is symmetric in the two compartments, so an unbounded network
@@ -104,6 +104,8 @@ def decide_labelling(net, signals) -> bool:
     signals : array_like
         Raw signals ``(..., n_b)``, b = 0 first, with the network's
         b-values: normally its training signals.
+    negative : bool
+        Accept negative samples (signals with Gaussian noise).
 
     Returns
     -------
@@ -113,12 +115,12 @@ def decide_labelling(net, signals) -> bool:
     if _ordered_by_construction(net) or getattr(net, "takes_sigma", False):  # the latter: supervised labels
         net.swapped = False
         return False
-    est, _ = _encode(net, signals)
+    est, _ = _encode(net, signals, negative=negative)
     net.swapped = bool(np.mean(est[:, 0]) < np.mean(est[:, 1]))
     return net.swapped
 
 
-def predict(net, signals, *, b_values=None, sigma=None, interval=None, invalid="raise"):
+def predict(net, signals, *, b_values=None, sigma=None, interval=None, invalid="raise", noise="rician"):
     """Estimate IVIM parameters with a trained network (and, for some networks, their uncertainty).
 
     Each voxel's signal is normalised by its S(b=0), the network runs in eval
@@ -157,6 +159,14 @@ def predict(net, signals, *, b_values=None, sigma=None, interval=None, invalid="
         ``"raise"`` (default): refuse signals with NaN/inf, negative values or
         S(b=0) <= 0 in any voxel. ``"nan"``: such voxels get NaN estimates
         and the others are fitted (see ``checks.invalid_option``).
+    noise : {"rician", "gaussian"}
+        ``"rician"`` (magnitude images, the default): negative samples are
+        invalid. ``"gaussian"`` (real-valued or phase-corrected images):
+        negative samples are legal and go to the network as they are, and a
+        sigma estimated here assumes Gaussian noise. A network trained on
+        magnitude signals (every network trained here on simulations, the
+        shipped one included) has never seen a negative sample: at the
+        SNRs it was trained for they occur only where the signal is near 0.
 
     Returns
     -------
@@ -170,20 +180,22 @@ def predict(net, signals, *, b_values=None, sigma=None, interval=None, invalid="
         S(b=0) and S0's sd, lower and upper are NaN (the network does not
         estimate S0 or its uncertainty).
     """
+    check_noise(noise)
     if getattr(net, "any_protocol", False):
         return _predict_any_protocol(net, signals, b_values=b_values, sigma=sigma, interval=interval,
-                                     invalid=invalid)
+                                     invalid=invalid, noise=noise)
     if not getattr(net, "takes_sigma", False):
         for name, value in (("sigma", sigma), ("interval", interval)):
             if value is not None:
                 raise ValueError(f"{name} is for networks that estimate their uncertainty (IVIMNetUncertainty, "
                                  f"train_for_snr((low, high), method='supervised')); a {type(net).__name__} "
                                  "takes the signals only.")
-        return _predict(net, signals, b_values=b_values, invalid=invalid)
-    return _predict_uncertainty(net, signals, b_values=b_values, sigma=sigma, interval=interval, invalid=invalid)
+        return _predict(net, signals, b_values=b_values, invalid=invalid, noise=noise)
+    return _predict_uncertainty(net, signals, b_values=b_values, sigma=sigma, interval=interval, invalid=invalid,
+                                noise=noise)
 
 
-def _predict_any_protocol(net, signals, *, b_values, sigma, interval, invalid):
+def _predict_any_protocol(net, signals, *, b_values, sigma, interval, invalid, noise):
     """``predict`` for ``IVIMNetAnyProtocol``: average the repeats, write the protocol's network, run it."""
     if b_values is None:
         raise ValueError("this network fits any protocol, so it needs the signals' b-values: pass b_values= "
@@ -201,7 +213,7 @@ def _predict_any_protocol(net, signals, *, b_values, sigma, interval, invalid):
         raise ValueError(f"signals must be shaped (..., {len(index)}) for {len(index)} b-values (one per image), "
                          f"got shape {s.shape}.")
     if sigma is None:
-        sigma = _sigma_of(s, protocol, index)
+        sigma = _sigma_of(s, protocol, index, noise)
     cache = net.__dict__.setdefault("_specialised", {})
     key = (tuple(protocol.b_values.tolist()), tuple(protocol.counts.tolist()), next(net.parameters()).device.type)
     if key not in cache:
@@ -210,10 +222,10 @@ def _predict_any_protocol(net, signals, *, b_values, sigma, interval, invalid):
     averaged = average_repeats(s, index, protocol.counts) if len(index) != len(protocol.counts) or \
         np.any(index != np.arange(len(index))) else s
     return _predict_uncertainty(cache[key], averaged, b_values=None, sigma=sigma, interval=interval,
-                                invalid=invalid)
+                                invalid=invalid, noise=noise)
 
 
-def _sigma_of(s, protocol, index):
+def _sigma_of(s, protocol, index, noise="rician"):
     """Noise SD in signal units of one image: from the repeats of the lowest repeated b-value, else least squares.
 
     Repeated images of one b-value differ by noise only, so their pooled
@@ -234,7 +246,7 @@ def _sigma_of(s, protocol, index):
     if len(protocol.b_values) <= 4:
         raise ValueError("with 4 b-values and no repeats the noise level cannot be estimated from the signals; "
                          "pass sigma= (the noise SD in signal units).")
-    return estimate_sigma(flat[finite], protocol.b_values, absolute=True)
+    return estimate_sigma(flat[finite], protocol.b_values, absolute=True, noise=noise)
 
 
 #: ``predict`` warns when more than this share of the voxels has an SNR (S(b=0) / sigma) more than
@@ -267,7 +279,7 @@ def _check_acquisition(net, b_values):
         )
 
 
-def _predict_uncertainty(net, signals, *, b_values, sigma, interval, invalid):
+def _predict_uncertainty(net, signals, *, b_values, sigma, interval, invalid, noise="rician"):
     """``predict`` for ``IVIMNetUncertainty``: posterior-mean estimates, or a ``Posterior``."""
     from ..classical.fit import estimate_sigma
     from ..classical.posterior import Posterior
@@ -284,8 +296,9 @@ def _predict_uncertainty(net, signals, *, b_values, sigma, interval, invalid):
         signals = signals.detach().cpu().numpy()
     s = np.asarray(signals)
     n_b = len(net.b_values)
+    negative = noise == "gaussian"
     if invalid == "nan":
-        ok = valid_voxels(s)
+        ok = valid_voxels(s, negative=negative)
         if not ok.any():
             raise ValueError("no voxel can be fitted: every voxel has NaN/inf, a negative value or S(b=0) <= 0.")
         shape, s = ok.shape, s[ok]
@@ -297,9 +310,9 @@ def _predict_uncertainty(net, signals, *, b_values, sigma, interval, invalid):
     else:
         ok = None  # _encode checks the signals
     if sigma is None:
-        sigma = estimate_sigma(s, net.b_values.cpu().numpy().astype(float), absolute=True)
+        sigma = estimate_sigma(s, net.b_values.cpu().numpy().astype(float), absolute=True, noise=noise)
     _warn_outside_snr_range(net, s, sigma)
-    est, s = _encode(net, s, sigma)  # (n, 12): mean, lower, upper, sd of (Dp, Dt, Fp)
+    est, s = _encode(net, s, sigma, negative=negative)  # (n, 12): mean, lower, upper, sd of (Dp, Dt, Fp)
     if ok is None:
         shape = s.shape[:-1]
     nan = np.full(len(est), np.nan)
@@ -323,7 +336,7 @@ def _predict_uncertainty(net, signals, *, b_values, sigma, interval, invalid):
 
 
 @invalid_option(position=1)
-def _predict(net, signals, *, b_values=None) -> IVIMParams:
+def _predict(net, signals, *, b_values=None, noise="rician") -> IVIMParams:
     """``predict`` for networks without a noise input (the original behaviour).
 
     Each voxel's signal is normalised by its S(b=0), the network runs in eval
@@ -355,7 +368,7 @@ def _predict(net, signals, *, b_values=None) -> IVIMParams:
         fitted S0 when it fits one), each shaped ``signals.shape[:-1]``.
     """
     _check_acquisition(net, b_values)
-    est, s = _encode(net, signals)
+    est, s = _encode(net, signals, negative=noise == "gaussian")
     Dp, Dt, Fp = est[:, 0], est[:, 1], est[:, 2]
     if getattr(net, "swapped", False):
         Dp, Dt, Fp = Dt, Dp, 1 - Fp

@@ -12,7 +12,7 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from ..core.checks import check_b_values, check_signals
+from ..core.checks import check_b_values, check_noise, check_signals
 from ..classical.fit import estimate_sigma
 from ..core.signal_model import PARAMETER_BOX, SEED_B_VALUES
 from ..core.prior import IN_VIVO_BOX, IN_VIVO_LOG
@@ -259,7 +259,7 @@ def _scan_snr_range(s0, sigma):
 
 
 def train_on_scan(voxels, b_values, *, method="ivimnet", seed=0, max_epochs=1000, n_simulated=100_000,
-                  progress=True):
+                  progress=True, noise="rician"):
     """Train a network for one scan: on its own voxels, or on simulations that look like it.
 
     Parameters
@@ -284,6 +284,10 @@ def train_on_scan(voxels, b_values, *, method="ivimnet", seed=0, max_epochs=1000
     n_simulated : int
         Simulated training voxels for ``"supervised"``.
     progress : bool
+    noise : {"rician", "gaussian"}
+        The scan's noise: ``"gaussian"`` (real-valued images) lets its voxels hold negative samples, and
+        the noise is estimated for it. ``"supervised"`` still simulates magnitude (Rician) signals: at
+        the SNRs of tissue the two differ only where the signal is near 0.
 
     Returns
     -------
@@ -295,10 +299,10 @@ def train_on_scan(voxels, b_values, *, method="ivimnet", seed=0, max_epochs=1000
     if method not in SCAN_RECIPES:
         raise ValueError(f"method must be one of {list(SCAN_RECIPES)}, got {method!r}.")
     b = check_b_values(b_values)
-    x = check_signals(voxels, n_b=len(b)).reshape(-1, len(b))
+    x = check_signals(voxels, n_b=len(b), negative=check_noise(noise) == "gaussian").reshape(-1, len(b))
     options = {"seed": seed, "max_epochs": max_epochs, "progress": progress, "validation_fraction": 0.1}
     if method == "supervised":
-        sigma = float(estimate_sigma(x, b, absolute=True))
+        sigma = float(estimate_sigma(x, b, absolute=True, noise=noise))
         if not sigma > 0:
             raise ValueError("the scan's estimated noise is 0 (its voxels fit the IVIM model exactly), so a "
                              "network for its noise level cannot be trained; use a classical fit (lsq).")
@@ -318,7 +322,7 @@ def train_on_scan(voxels, b_values, *, method="ivimnet", seed=0, max_epochs=1000
                          f"{len(x)}; use method 'supervised' (trained on simulations) or a classical fit.")
     net = IVIMNet(b, seed=seed) if method == "ivimnet" else IVIMNetOptim(b, seed=seed)
     lr = 1e-3 if method == "ivimnet" else OPTIM_LR
-    history = train(net, x, lr=lr, batches_per_epoch=SCAN_BATCHES_PER_EPOCH, **options)
+    history = train(net, x, lr=lr, batches_per_epoch=SCAN_BATCHES_PER_EPOCH, noise=noise, **options)
     net.history = {**history.as_dict(), "recipe": method}
     return net
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..core.checks import check_signals, normalise
+from ..core.checks import check_noise, check_signals, normalise
 from ..core.metrics import PARAMS
 from .networks import noise_input
 from ..core.signal_model import PARAMETER_BOX
@@ -139,6 +139,7 @@ def train(
     seed: int = 0,
     progress: bool = True,
     sigma=None,
+    noise: str = "rician",
 ):
     """Train an IVIM network, unsupervised as the seed does, or supervised.
 
@@ -201,6 +202,10 @@ def train(
         Noise SD in signal units, one value or one per voxel: the noise input
         of a network that takes it (``IVIMNetUncertainty``, see
         ``networks.noise_input``); other networks refuse it.
+    noise : {"rician", "gaussian"}
+        The noise of the training signals: ``"rician"`` (magnitude images, the
+        default) refuses negative samples; ``"gaussian"`` (real-valued or
+        phase-corrected images, simulations with Gaussian noise) accepts them.
 
     Returns
     -------
@@ -211,7 +216,7 @@ def train(
                         validation_fraction=validation_fraction)
     dev = device()
     s, X, Y, box_units, gen, val, fit = training_inputs(net, signals, targets, validation_fraction, batch_size, seed, dev,
-                                                sigma)
+                                                        sigma, negative=check_noise(noise) == "gaussian")
     n_val = len(val)
     net.to(dev)
     # fused Adam: same update, fewer kernel launches (matters for tiny nets)
@@ -274,7 +279,7 @@ def train(
         raise ValueError(DIVERGED)
     net.load_state_dict(best_state)
     history.seconds = time.perf_counter() - start
-    finish_training(net, history, s)
+    finish_training(net, history, s, noise=noise)
     return history
 
 
@@ -303,7 +308,7 @@ def check_train_options(*, batch_size, patience, max_epochs, lr, batches_per_epo
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
 
 
-def training_inputs(net, signals, targets, validation_fraction, batch_size, seed, dev, sigma=None):
+def training_inputs(net, signals, targets, validation_fraction, batch_size, seed, dev, sigma=None, *, negative=False):
     """One network's training inputs, as ``train`` and each member of ``train_stack`` use them.
 
     Returns the checked raw signals ``s`` (n, n_b), the network's input
@@ -317,7 +322,7 @@ def training_inputs(net, signals, targets, validation_fraction, batch_size, seed
     if not 0 <= validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}.")
     n_b = len(net.b_values)
-    s = check_signals(signals, n_b=n_b).reshape(-1, n_b)
+    s = check_signals(signals, n_b=n_b, negative=negative).reshape(-1, n_b)
     x, _ = normalise(s)
     X = torch.from_numpy(noise_input(net, x[:, net.input_columns].astype(np.float32), s[:, 0], sigma)).to(dev)
     if getattr(net, "supervised_loss", None) is not None and targets is None:
@@ -346,14 +351,14 @@ def training_loss(net, out, batch, y, box_units):
     return mse(out[0], batch) if y is None else mse(box_units(out), y)
 
 
-def finish_training(net, history, s):
+def finish_training(net, history, s, *, noise="rician"):
     """After training: CPU, eval mode, the labelling decided on the training signals, warnings given."""
     net.to("cpu")
     net.eval()
     from .infer import decide_labelling  # which output is Dp: decided once, on the training signals
 
-    decide_labelling(net, s)
-    history.warnings = training_warnings(net, history, s)
+    decide_labelling(net, s, negative=noise == "gaussian")
+    history.warnings = training_warnings(net, history, s, noise=noise)
     for text in history.warnings:
         warnings.warn(text, RuntimeWarning, stacklevel=3)
 
@@ -365,7 +370,8 @@ MIN_IMPROVEMENT = 1e-3
 MIN_OUTPUT_SPREAD = 0.02
 
 
-def training_warnings(net, history: TrainHistory, signals, *, n_check: int = 2000) -> list:
+def training_warnings(net, history: TrainHistory, signals, *, n_check: int = 2000,
+                      noise: str = "rician") -> list:
     """Why a trained network should not be trusted, as sentences (empty: none found).
 
     Two failures that ``train`` otherwise returns without a word (a shipped
@@ -388,6 +394,8 @@ def training_warnings(net, history: TrainHistory, signals, *, n_check: int = 200
         Its training signals ``(n, n_b)``.
     n_check : int
         How many of them to predict for the spread check (the first ones).
+    noise : {"rician", "gaussian"}
+        As in ``train``: ``"gaussian"`` signals may hold negative samples.
 
     Returns
     -------
@@ -403,7 +411,7 @@ def training_warnings(net, history: TrainHistory, signals, *, n_check: int = 200
             out.append(f"training never improved the loss (first epoch {first:.4g}, best {best:.4g} after "
                        f"{len(monitored)} epochs): the network did not learn; train it again with another "
                        "seed or a lower lr, and check its estimates before use.")
-    est = predict(net, signals[:n_check])
+    est = predict(net, signals[:n_check], noise=noise)
     if len(est.Dp) > 1:
         for p in PARAMS:
             values = getattr(est, p)
