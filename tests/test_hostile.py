@@ -487,10 +487,10 @@ def test_mask_keeps_a_dark_tissue_that_fills_half_the_field():
 def test_mask_keeps_tissue_in_shadow():
     """A crop of the flow phantom with the upper half of the field 4 x darker (a coil's fall-off)."""
     ex = iv.load_example("phantom_flow")
-    tissue = iv.make_mask(ex.dwi, b_values=ex.b_values)[28:72, 18:62]
+    tissue = iv.make_mask(ex.dwi, b_values=ex.b_values, warn=False)[28:72, 18:62]
     dwi = ex.dwi[28:72, 18:62].copy()
     dwi[:22] *= 0.25
-    keep = iv.make_mask(dwi, b_values=ex.b_values)
+    keep = iv.make_mask(dwi, b_values=ex.b_values, warn=False)
     assert (iv.make_mask(dwi) & tissue).sum() < 0.9 * tissue.sum()  # by S(b=0) alone (no b-values): cut away
     assert (keep & tissue).sum() >= 0.99 * tissue.sum()
     assert (keep & ~tissue).sum() < 0.5 * (~tissue).sum()  # the rest: air, and the phantom's ringing
@@ -498,12 +498,52 @@ def test_mask_keeps_tissue_in_shadow():
 
 def test_mask_drops_air_at_snr_5_and_says_it_is_doubtful():
     ex = iv.phantom_example(snr=5)  # 7,488 air voxels; fat (S0 250) is 2 noise SDs above air
-    with pytest.warns(UserWarning, match="doubtful: no clear gap"):
+    with pytest.warns(UserWarning, match="doubtful: .* decay with b, but weakly"):
         keep, report = iv.make_mask(ex.dwi, b_values=ex.b_values, return_report=True)
     assert (keep & (ex.rois == 0)).sum() == 0
     assert (keep & (ex.rois >= 2)).sum() == (ex.rois >= 2).sum()  # liver ... tumour, S0 600-1000
-    assert report["valley"] >= VALLEY_DOUBT
     assert (keep & (ex.rois == 1)).sum() < 0.5 * (ex.rois == 1).sum()  # most of the fat goes with the air: doubtful
+    assert report["valley"] >= VALLEY_DOUBT  # and the histogram has no gap at the cut either
+
+
+def _tissues(rng, s0s, dts, counts, sigma=10.0):
+    """Voxels of tissues (S0, Dt, Fp 0.2) and air (S0 0), Rician noise, the seed's b-values, as (n, 1, n_b)."""
+    b = iv.SEED_B_VALUES.astype(float)
+    clean = np.concatenate([np.tile(s0 * (0.2 * np.exp(-b * 0.05) + 0.8 * np.exp(-b * dt)), (n, 1))
+                            for s0, dt, n in zip(s0s, dts, counts)])
+    return np.hypot(clean + rng.normal(0, sigma, clean.shape), rng.normal(0, sigma, clean.shape))[:, None], b
+
+
+@pytest.mark.parametrize("s0s, dts", [((0, 100, 1000), (0, 0.0011, 0.0019)),  # air, liver at SNR 10, kidney
+                                      ((0, 300, 3000), (0, 0.0008, 0.003)),  # air, white matter, CSF
+                                      ((0, 250, 600), (0, 0.0003, 0.0011))])  # air, fat at SNR 25, liver
+def test_mask_keeps_a_slowly_diffusing_tissue_beside_a_fast_one(s0s, dts):
+    """A dim tissue whose signal falls less than half as much as the brightest one's is tissue when it is
+    well above the noise floor (found by the hostile pass: these were dropped whole, with no doubt)."""
+    dwi, b = _tissues(np.random.default_rng(1), s0s, dts, (400, 300, 300))
+    keep, report = iv.make_mask(dwi, b_values=b, return_report=True, warn=False)
+    assert keep[:400].sum() == 0 and keep[400:].all(), report
+    assert report["doubt"] is None and report["noise_floor"] < 20
+
+
+def test_mask_keeps_two_tissues_without_air_whatever_they_diffuse():
+    ph = iv.anatomical_phantom((64, 64, 2), snr=200, seed=0)
+    body = ph.dwi[12:52, 14:50]  # liver and fat, no air
+    assert (ph.labels[12:52, 14:50] > 0).all()
+    keep, report = iv.make_mask(body, b_values=ph.b_values, return_report=True, warn=False)
+    assert keep.all() and report["background"] is False and report["doubt"] is None
+
+
+def test_mask_says_when_it_cannot_tell():
+    b = iv.SEED_B_VALUES.astype(float)
+    with pytest.warns(UserWarning, match="every voxel was kept"):
+        assert iv.make_mask(np.ones((3, 5, len(b))), b_values=b).all()  # one level only
+    with pytest.raises(ValueError, match="b_values must be finite"):
+        iv.make_mask(np.ones((3, 5, len(b))), b_values=np.r_[b[:-1], np.nan])
+    dwi = np.ones((3, 5, len(b)))
+    dwi[..., -1] = np.nan
+    with pytest.raises(ValueError, match="whole volume NaN"):
+        iv.make_mask(dwi, b_values=b)
 
 
 def test_cli_records_a_doubtful_mask(tmp_path, capsys):
@@ -511,9 +551,9 @@ def test_cli_records_a_doubtful_mask(tmp_path, capsys):
     iv.save_dwi(ph.dwi, ph.b_values, np.eye(4), tmp_path / "d.nii.gz", tmp_path / "d.bval")
     code, err = _run(capsys, "fit", tmp_path / "d.nii.gz", "--bvals", tmp_path / "d.bval", "--out",
                      tmp_path / "o", "--method", "lsq")
-    assert code == 0 and "warning: the automatic mask is doubtful (no clear gap" in err, err
+    assert code == 0 and "warning: the automatic mask is doubtful (" in err, err
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert summary["mask_check"]["doubt"].startswith("no clear gap")
+    assert summary["mask_check"]["doubt"]
     assert any("mask is doubtful" in w for w in summary["warnings"])
     fitted = nib.load(tmp_path / "o" / "fitted_mask.nii.gz").get_fdata() > 0
     assert fitted.sum() == summary["voxels"] and not (fitted & (ph.labels == 0)).any()

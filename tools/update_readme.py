@@ -337,6 +337,32 @@ def _pretrained(result):
     return text
 
 
+def _osipi(result):
+    rows = [{"method": name, "accurate (OSIPI's rule)": f"{m['accurate']}/{m['cases']}",
+             "under 0.5 s per call": f"{m['in_time']}/{m['cases']}", "median s per call": f"{m['median_seconds']:.4f}",
+             "largest s per call": f"{m['max_seconds']:.3f}"} for name, m in result["methods"].items()]
+    head = (f"Measured {result['date']} by `benchmarks/osipi.py` on {result['machine']['cpus']} CPU cores, one voxel "
+            f"per call of `ivim_fit`, OSIPI's bounds (S0 0.7-1.3, f 0-1, Dp 0.005-0.2, D 0-0.005), accurate when "
+            f"|estimate - truth| <= atol + rtol |truth| (rtol 0.1; atol f {result['rule']['atol']['f']:g}, "
+            f"D {result['rule']['atol']['D']:g}, Dp {result['rule']['atol']['Dp']:g}; D only where f < 0.8, Dp "
+            f"only where f > 0.03).\n\n")
+    text = head + markdown_table(rows)
+    nets = []
+    for name, n in result.get("networks", {}).items():
+        runs = n["runs"]
+        nets.append({"network": name, "seeds": ", ".join(map(str, n["seeds"])) if n["seeds"] else "-",
+                     "passed": ", ".join(f"{r['passed']}/{r['cases']}" for r in runs),
+                     "worst error / tolerance": ", ".join(f"{r['worst_over_tolerance']:.2f}" for r in runs),
+                     "s (training included)": ", ".join(f"{r['seconds_with_training']:.2f}" for r in runs)})
+    if nets:
+        text += ("\n\n**OSIPI's network test** (`generic_DL.json`, 14 tissues in one call, OSIPI's network "
+                 "tolerances: rtol f 0.2, D 0.3, Dp 0.4; atol f 0.2, D 8e-4, Dp 0.08)\n\n" + markdown_table(nets))
+    if "single_voxel_seconds" in result:
+        text += ("\n\n**One voxel per call** (median of 20 calls, the seed's b-values, SNR 50): "
+                 + "; ".join(f"{k} {v:.4f} s" for k, v in result["single_voxel_seconds"].items()) + ".")
+    return text
+
+
 def render(root=ROOT):
     """Table name -> Markdown, for every result file present."""
     tables = {}
@@ -353,6 +379,7 @@ def render(root=ROOT):
                                   ("reference_spread", _reference_spread, results / "reference_spread.json"),
                                   ("uncertainty", _uncertainty, results / "uncertainty.json"),
                                   ("pretrained", _pretrained, results / "pretrained.json"),
+                                  ("osipi", _osipi, results / "osipi.json"),
                                   ("limits", _limits, root / "figures" / "09_limits.json"),
                                   ("demo_time", _notebook_times, results / "demo_time.json"),
                                   ("stacking", _stacking, results / "stacking.json"),

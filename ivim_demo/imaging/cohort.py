@@ -516,10 +516,12 @@ def _run_dask(jobs, out, done, *, workers, client):
             _quiet_resource_tracker()
             # no per-worker memory limit: dask's default (the machine's memory / workers) killed every task of a
             # one-slice scan (~420 MB) with 64 workers on 24 GB; one scan per worker bounds the memory instead
+            # workers' log lines are not for the command line's user: a task's error reaches its row, and at
+            # shutdown a worker whose scheduler closed first logged a heartbeat traceback (seen after Ctrl-C)
             with _workers_ignore_ctrl_c():
                 cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
                                        processes=True, memory_limit=0, dashboard_address=None,
-                                       silence_logs=logging.ERROR)
+                                       silence_logs=logging.CRITICAL)
                 client = Client(cluster)
         for scan, kwargs in jobs:
             fut = client.submit(fit_scan, scan, out, **kwargs, key=f"ivim-fit-{scan.scan_id}-{token}", pure=False)
@@ -541,13 +543,31 @@ def _run_dask(jobs, out, done, *, workers, client):
                   "(each complete); wait for them before you rerun.", file=sys.stderr)
         raise
     finally:
-        if client is not None and futures:
-            client.cancel(list(futures))
-        if own:  # an existing cluster's client is fit_cohort's to close
-            if client is not None:
-                client.close()
-            if cluster is not None:
-                cluster.close()
+        with _ctrl_c_held():  # a second Ctrl-C while closing left the cluster open and its workers logging
+            if client is not None and futures:
+                client.cancel(list(futures))
+            if own:  # an existing cluster's client is fit_cohort's to close
+                if client is not None:
+                    client.close()
+                if cluster is not None:
+                    cluster.close()
+
+
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """Ignore further Ctrl-C inside the block (from the main thread; elsewhere no change): the cleanup it
+    guards runs once the first one is being handled, and is short."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _quiet_resource_tracker():

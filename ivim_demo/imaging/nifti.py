@@ -10,7 +10,7 @@ from typing import NamedTuple
 from ..core.checks import check_b_units, check_noise
 from ..core.signal_model import IVIMParams
 
-__all__ = ["Scan", "read_scan", "noise_of", "load_dwi", "load_mask", "average_directions", "save_maps",
+__all__ = ["NEGATIVE_SHARE", "Scan", "read_scan", "noise_of", "load_dwi", "load_mask", "average_directions", "save_maps",
            "save_dwi"]
 
 
@@ -31,12 +31,19 @@ class Scan(NamedTuple):
     average: str  #: how directions were averaged
 
 
+#: ``noise_of`` takes an image for real-valued when at least this share of its samples is negative (Gaussian
+#: noise makes about half of the background's samples negative); a few negative samples in a magnitude image
+#: are damage, and their voxels are excluded.
+NEGATIVE_SHARE = 1e-3
+
+
 def noise_of(dwi) -> tuple[str, str]:
     """Tell from an image whether its noise is Rician (a magnitude image) or Gaussian (real-valued).
 
     A magnitude image has no negative sample; a real-valued or phase-corrected
-    one has them wherever the signal is within a few noise SDs of 0 (the
-    background, the highest b-values), so a single negative sample decides.
+    one has them wherever the signal is within a few noise SDs of 0 (about
+    half of the background's samples). At least ``NEGATIVE_SHARE`` of the
+    samples negative: Gaussian; fewer: a magnitude image with damaged samples.
 
     Parameters
     ----------
@@ -47,13 +54,18 @@ def noise_of(dwi) -> tuple[str, str]:
     -------
     noise : {"rician", "gaussian"}
     why : str
-        The evidence, for summary.json (e.g. ``"1,204 negative samples: a real-valued image"``).
+        The evidence, for summary.json (e.g. ``"1,204 negative samples (2.1 %): a real-valued image"``).
     """
     d = np.asarray(dwi)
     with np.errstate(invalid="ignore"):
         negative = int(np.count_nonzero(d < 0))  # NaN < 0 is False
+        finite = int(np.count_nonzero(np.isfinite(d))) if d.dtype.kind == "f" else d.size
+    share = negative / max(finite, 1)
+    if negative and share >= NEGATIVE_SHARE:
+        return "gaussian", f"{negative:,} negative samples ({share:.1%}): a real-valued image"
     if negative:
-        return "gaussian", f"{negative:,} negative samples: a real-valued image"
+        return "rician", (f"{negative:,} negative sample(s) ({share:.2%}), too few for a real-valued image: a "
+                          "magnitude image, their voxels excluded")
     return "rician", "no negative sample: a magnitude image"
 
 
