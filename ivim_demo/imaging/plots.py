@@ -103,9 +103,16 @@ def plot_loss(history, *, title="IVIM-NET training loss"):
     return fig
 
 
-def plot_b_images(dwi, b_values, *, clim=(0, 1600), ncols: int = 4):
-    """One image per b-value (the seed's 2 x 4 grid), in signal units."""
+def plot_b_images(dwi, b_values, *, clim=None, ncols: int = 4):
+    """One image per b-value (the seed's 2 x 4 grid), in signal units.
+
+    ``clim`` (signal units) defaults to 0 to the largest finite signal, so no region is clipped at b = 0
+    (the seed's fixed 1600 clipped its brightest region there and hid its early drop).
+    """
     b = np.asarray(b_values)
+    if clim is None:
+        d = np.asarray(dwi, dtype=float)
+        clim = (0.0, float(np.nanmax(np.where(np.isfinite(d), d, np.nan))))
     nrows = int(np.ceil(len(b) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.3 * nrows), squeeze=False)
     for k, ax in enumerate(axes.flat):
