@@ -19,6 +19,8 @@ __all__ = [
     "plot_parameter_distributions",
     "plot_loss",
     "plot_b_images",
+    "METHOD_STYLES",
+    "method_style",
     "plot_maps",
     "plot_estimate_vs_truth",
     "plot_metric_vs_snr",
@@ -184,8 +186,22 @@ def plot_estimate_vs_truth(estimates: dict, truth: IVIMParams, *, limits=None, t
     return fig
 
 
+#: One colour and marker per method in every figure (by its label, ``methods.REGISTRY``; "IVIM-NET_orig" is
+#: the seed's network, "IVIM-NET").
+METHOD_STYLES = {
+    "IVIM-NET": ("tab:blue", "o"), "IVIM-NET_orig": ("tab:blue", "o"), "IVIM-NET_optim": ("tab:purple", "D"),
+    "supervised": ("tab:green", "s"), "LSQ": ("tab:orange", "^"), "segmented": ("tab:brown", "v"),
+    "Bayes": ("tab:red", "x"), "pretrained": ("tab:cyan", "P"),
+}
+
+
+def method_style(name):
+    """(colour, marker) of a method's label in every figure (grey and a dot for a label not in ``METHOD_STYLES``)."""
+    return METHOD_STYLES.get(name, ("tab:gray", "."))
+
+
 def plot_metric_vs_snr(rows, *, metric="nrmse", ylabel="NRMSE (RMSE / mean truth)", title=None):
-    """One panel per parameter: ``metric`` against SNR, one line per method.
+    """One panel per parameter: ``metric`` against SNR, one line per method (``METHOD_STYLES``).
 
     Parameters
     ----------
@@ -193,33 +209,79 @@ def plot_metric_vs_snr(rows, *, metric="nrmse", ylabel="NRMSE (RMSE / mean truth
         Rows with ``snr``, ``method``, ``param`` and ``metric`` (see ``compare.score``);
         a method whose rows have ``<metric>_sd`` (several trainings) gets error bars of one SD.
     """
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharex=True)
+    snrs = sorted({r["snr"] for r in rows})
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6), sharex=True)
     for ax, name in zip(axes, PARAMS):
         for method in methods:
             mine = sorted((r for r in rows if r["method"] == method and r["param"] == name), key=lambda r: r["snr"])
             x, y = [r["snr"] for r in mine], [r[metric] for r in mine]
+            colour, marker = method_style(method)
+            style = {"color": colour, "marker": marker, "ms": 6, "mfc": "none", "alpha": 0.9}
             if f"{metric}_sd" in mine[0]:  # trained several times: mean and SD over the trainings
-                ax.errorbar(x, y, yerr=[r[f"{metric}_sd"] for r in mine], fmt="o-", capsize=3,
+                ax.errorbar(x, y, yerr=[r[f"{metric}_sd"] for r in mine], capsize=3, **style,
                             label=f"{method} (mean ± SD, {mine[0]['trainings']} trainings)")
             else:
-                ax.plot(x, y, "o-", label=method)
+                ax.plot(x, y, "-", **style, label=method)
         ax.set(xscale="log", xlabel="SNR at b = 0", ylabel=ylabel, title=name)
+        ax.xaxis.set_major_locator(FixedLocator(snrs))  # the SNRs simulated, not only 10 and 100
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), frameon=False)
     fig.suptitle(title or f"{metric} vs SNR")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1 if len(labels) <= 4 else 0.16, 1, 1))
     return fig
 
 
-def plot_images(images: dict, *, cmap="gray", clim=None, title=None):
-    """Show 2-D images side by side (e.g. a b=0 slice and its mask), one colour bar each."""
+def plot_images(images: dict, *, cmap="gray", clim=None, title=None, units=None, names=None):
+    """Show 2-D images side by side (e.g. a b=0 slice, its masks and ROIs), each read as what it holds.
+
+    Parameters
+    ----------
+    images : dict
+        Title -> 2-D array. Boolean images (masks) are drawn black (out) and white (in), without a colour
+        bar; the others with one colour bar each.
+    cmap, clim : optional
+        Colour map and limits of the non-boolean images without ``names``.
+    title : str, optional
+    units : dict, optional
+        Title -> the colour bar's label (e.g. ``{"S(b=0)": "signal (a.u.)"}``).
+    names : dict, optional
+        Title -> ``{label: name}`` for images of integer labels (e.g. ROIs): one colour per label (label 0
+        light grey), the colour bar ticks named.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    units, names = units or {}, names or {}
     fig, axes = plt.subplots(1, len(images), figsize=(4 * len(images), 4), squeeze=False)
     for ax, (label, image) in zip(axes[0], images.items()):
-        im = _show(ax, image, cmap=cmap, clim=clim)
-        ax.set_title(label)
+        image = np.asarray(image)
         ax.set_xticks([]), ax.set_yticks([])
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_title(label)
+        if image.dtype == bool:
+            _show(ax, image.astype(float), cmap="gray", clim=(0, 1))
+            ax.set_xlabel(f"white: in ({int(image.sum()):,} voxels)")
+            continue
+        if label in names:
+            keys = sorted(names[label])
+            palette = plt.get_cmap("tab10")(np.arange(len(keys)) % 10)
+            palette[[k == 0 for k in keys]] = (0.92, 0.92, 0.92, 1.0)  # label 0 (none) recedes
+            colours = ListedColormap(palette)
+            edges = np.r_[np.asarray(keys, float) - 0.5, keys[-1] + 0.5]
+            im = _show(ax, image, cmap=colours, norm=BoundaryNorm(edges, len(keys)), interpolation="nearest")
+            bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, ticks=keys)
+            bar.ax.set_yticklabels([names[label][k] for k in keys])
+            continue
+        im = _show(ax, image, cmap=cmap, clim=clim)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=units.get(label, ""))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -12,6 +12,7 @@ from ..classical.fit import fit_lsq
 from ..nets.infer import predict
 from ..core.signal_model import SEED_B_VALUES, ivim
 from ..simulation.simulate import add_rician_noise
+from ..imaging.plots import method_style
 
 __all__ = ["B_VALUE_SETS", "explore", "plot_explore", "explorer_network", "explorer_widget"]
 
@@ -96,14 +97,14 @@ def plot_explore(result):
     ax.plot(result["fine_b"], result["perfusion"], "r--", label="perfusion: Fp·exp(-b·Dp)")
     ax.plot(result["fine_b"], result["tissue"], "b--", label="tissue: (1-Fp)·exp(-b·Dt)")
     ax.plot(result["b"], result["noisy"], "ko", mfc="none", ms=7, label="one noisy measurement")
-    for name, colour in (("LSQ", "tab:green"), ("IVIM-NET", "tab:orange")):
+    for name, colour in ((name, method_style(name)[0]) for name in ("LSQ", "IVIM-NET")):
         ax.plot(result["fine_b"], ivim(result["fine_b"], *result["estimates"][name]["first"]), color=colour,
                 lw=1, label=f"{name} fit of that measurement")
     ax.set(xlabel="b (s/mm²)", ylabel="S(b) / S0", ylim=(0, 1.1), title="Signal, compartments and fits")
     ax.legend(fontsize=8)
     names, truth = ("Dp", "Dt", "Fp"), np.array(result["truth"])
     x = np.arange(3)
-    for k, (name, colour) in enumerate((("LSQ", "tab:green"), ("IVIM-NET", "tab:orange"))):
+    for k, (name, colour) in enumerate((name, method_style(name)[0]) for name in ("LSQ", "IVIM-NET")):
         est = result["estimates"][name]
         mid = np.array(est["median"]) / truth  # percentiles: never below 0 as the mean +- SD can be
         low, high = np.array(est["p5"]) / truth, np.array(est["p95"]) / truth
