@@ -129,7 +129,7 @@ def plot_b_images(dwi, b_values, *, clim=None, ncols: int = 4):
     return fig
 
 
-def plot_maps(rows: dict, *, limits=None, title=None, row_limits=None):
+def plot_maps(rows: dict, *, limits=None, title=None, row_limits=None, truth=None):
     """Parameter maps: one row per estimator (or truth), columns Dp, Dt, Fp.
 
     Parameters
@@ -141,6 +141,10 @@ def plot_maps(rows: dict, *, limits=None, title=None, row_limits=None):
     row_limits : dict of str -> dict, optional
         Colour limits per parameter for some rows (by label) instead of
         ``limits``, e.g. for a row of posterior SDs.
+    truth : IVIMParams, optional
+        The true maps: every other row's panel titles then give that map's
+        NRMSE against it (RMSE / mean truth, over all voxels), since a map
+        that looks smooth is not thereby accurate.
     """
     limits = MAP_LIMITS if limits is None else limits
     fig, axes = plt.subplots(len(rows), 3, figsize=(11, 3.4 * len(rows)), squeeze=False)
@@ -149,7 +153,12 @@ def plot_maps(rows: dict, *, limits=None, title=None, row_limits=None):
             ax = axes[r, c]
             clim = (row_limits or {}).get(label, limits)[name]
             im = _show(ax, getattr(params, name), cmap="gray", clim=clim)
-            ax.set_title(f"{name}, {label}")
+            score = ""
+            if truth is not None and params is not truth:
+                true = np.asarray(getattr(truth, name), float)
+                error = np.sqrt(np.nanmean((np.asarray(getattr(params, name), float) - true) ** 2)) / np.mean(true)
+                score = f" (NRMSE {error:.3f})"
+            ax.set_title(f"{name}, {label}{score}")
             ax.set_xticks([]), ax.set_yticks([])
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=UNITS[name])
     if title:
