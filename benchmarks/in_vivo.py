@@ -55,7 +55,8 @@ def run(job):
     return {"dataset": name, "method": method, "seed": seed, "rois": rois, "checks": checks,
             "passed": all(c["ok"] for c in checks), "warnings": fit.info["warnings"],
             "epochs": fit.info.get("epochs"), "residual_median": fit.info["residual_median"],
-            "quality": fit.info.get("quality"), "voxel_nrmse": accuracy, "seconds": seconds}
+            "quality": fit.info.get("quality"), "voxel_nrmse": accuracy, "seconds": seconds,
+            "date": datetime.date.today().isoformat()}  # rows kept from earlier runs keep theirs
 
 
 def main():

@@ -340,9 +340,10 @@ def _pretrained(result):
 def _osipi(result):
     rows = [{"method": name, "accurate (OSIPI's rule)": f"{m['accurate']}/{m['cases']}",
              "under 0.5 s per call": f"{m['in_time']}/{m['cases']}", "median s per call": f"{m['median_seconds']:.4f}",
-             "largest s per call": f"{m['max_seconds']:.3f}"} for name, m in result["methods"].items()]
+             "largest s per call": f"{m['max_seconds']:.4f}"} for name, m in result["methods"].items()]
     head = (f"Measured {result['date']} by `benchmarks/osipi.py` on {result['machine']['cpus']} CPU cores, one voxel "
-            f"per call of `ivim_fit`, OSIPI's bounds (S0 0.7-1.3, f 0-1, Dp 0.005-0.2, D 0-0.005), accurate when "
+            f"per call of `ivim_fit`, OSIPI's bounds (S0 0.7-1.3, f 0-1, Dp 0.005-0.2 (0.01-0.2 where the true f is "
+            f"0), D 0-0.005), accurate when "
             f"|estimate - truth| <= atol + rtol |truth| (rtol 0.1; atol f {result['rule']['atol']['f']:g}, "
             f"D {result['rule']['atol']['D']:g}, Dp {result['rule']['atol']['Dp']:g}; D only where f < 0.8, Dp "
             f"only where f > 0.03).\n\n")
