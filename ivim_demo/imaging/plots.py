@@ -204,9 +204,21 @@ METHOD_STYLES = {
 }
 
 
-def method_style(name):
-    """(colour, marker) of a method's label in every figure (grey and a dot for a label not in ``METHOD_STYLES``)."""
-    return METHOD_STYLES.get(name, ("tab:gray", "."))
+_OTHER_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+                  "tab:olive", "tab:cyan", "tab:gray")
+_OTHER_MARKERS = "osD^vxP*<>"
+
+
+def method_style(name, *, others=()):
+    """(colour, marker) of a method's label in every figure (``METHOD_STYLES``).
+
+    A label not there (a protocol, a setting) gets the k-th of ten distinct colours and markers, k its place
+    in ``others`` (the figure's other labels, in order), so the lines of one figure stay apart.
+    """
+    if name in METHOD_STYLES:
+        return METHOD_STYLES[name]
+    k = list(others).index(name) if name in others else 0
+    return _OTHER_COLOURS[k % len(_OTHER_COLOURS)], _OTHER_MARKERS[k % len(_OTHER_MARKERS)]
 
 
 def plot_metric_vs_snr(rows, *, metric="nrmse", ylabel="NRMSE (RMSE / mean truth)", title=None):
@@ -227,7 +239,7 @@ def plot_metric_vs_snr(rows, *, metric="nrmse", ylabel="NRMSE (RMSE / mean truth
         for method in methods:
             mine = sorted((r for r in rows if r["method"] == method and r["param"] == name), key=lambda r: r["snr"])
             x, y = [r["snr"] for r in mine], [r[metric] for r in mine]
-            colour, marker = method_style(method)
+            colour, marker = method_style(method, others=[m for m in methods if m not in METHOD_STYLES])
             style = {"color": colour, "marker": marker, "ms": 6, "mfc": "none", "alpha": 0.9}
             if f"{metric}_sd" in mine[0]:  # trained several times: mean and SD over the trainings
                 ax.errorbar(x, y, yerr=[r[f"{metric}_sd"] for r in mine], capsize=3, **style,
