@@ -212,6 +212,9 @@ def write_outputs(fit, keep, excluded, affine, folder, *, out, b_values, shape, 
         paths[f"{name}_sd"] = path
     if fit.net is not None and save_net:
         paths["model"] = checkpoint.save_model(fit.net, os.path.join(folder, f"{method}.pt"))
+    doubt = (fields.get("mask_check") or {}).get("doubt")
+    warned = list(fit.info["warnings"]) + ([f"the automatic mask is doubtful ({doubt}); look at "
+                                            "fitted_mask.nii.gz, or pass a mask"] if doubt else [])
     z = int(np.argmax(keep.reshape(-1, keep.shape[-1]).sum(axis=0))) if keep.ndim == 3 else None
     sl = (lambda a: a[..., z]) if z is not None else (lambda a: a)
     rows = {method: type(fit.maps)(*(sl(m) for m in fit.maps))}
@@ -219,16 +222,13 @@ def write_outputs(fit, keep, excluded, affine, folder, *, out, b_values, shape, 
         rows[SD_ROW] = type(sd)(*(sl(m) for m in sd))
     fig = plots.plot_maps(rows, limits=plots.SCAN_LIMITS, row_limits={SD_ROW: sd_limits()},
                           title=f"IVIM maps ({method}), slice {z}"
-                                + (" - WARNING: see summary.json" if fit.info["warnings"] else ""))
+                                + (" - WARNING: see summary.json" if warned else ""))
     try:
         paths["overview"] = plots.save_figure(fig, "overview", folder)
     finally:
         plt.close(fig)  # a cohort writes one per scan
     n_voxels = int(np.prod(keep.shape))
     out = os.path.abspath(out)
-    doubt = (fields.get("mask_check") or {}).get("doubt")
-    warned = list(fit.info["warnings"]) + ([f"the automatic mask is doubtful ({doubt}); look at "
-                                            "fitted_mask.nii.gz, or pass a mask"] if doubt else [])
     summary = {**fit.info, "warnings": warned, **fields, "b_values": [float(b) for b in b_values], "shape": list(shape),
                "mask_voxels": int(keep.sum()) + excluded, "mask_fraction": (int(keep.sum()) + excluded) / n_voxels,
                "excluded_voxels": excluded,
