@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 
-from ..core.checks import check_noise
+from ..core.checks import check_noise, valid_voxels
 
 __all__ = ["otsu_threshold", "has_background", "tissue_mask", "make_mask", "BACKGROUND_CONTRAST", "LOW_B",
            "DECAY_SHARE", "LEVEL_OVER_NOISE", "VALLEY_DOUBT"]
@@ -307,7 +307,7 @@ def make_mask(dwi, method="otsu", *, b_values=None, mask=None, warn=True, return
         report = {"rule": "threshold", "threshold": float(method), "background": True, "valley": None, "doubt": None}
     else:
         raise ValueError(f"method must be 'otsu' or a threshold in signal units, got {method!r}.")
-    valid = np.isfinite(d).all(axis=-1) & ((d >= 0).all(axis=-1) | negative) & (s0 > 0)
+    valid = valid_voxels(d, negative=negative)
     excluded = int((keep & ~valid).sum())
     keep = keep & valid
     if excluded and warn:

@@ -107,8 +107,8 @@ def read_scan(nifti_path, bvals_path, *, average=None, noise="auto") -> Scan:
     """Read a 4-D diffusion-weighted NIfTI and its FSL ``bvals`` file, magnitude or real-valued.
 
     As ``load_dwi``, and the noise decided: ``noise="auto"`` tells a
-    real-valued image (any negative sample: Gaussian noise) from a magnitude
-    one (``noise_of``). Real-valued images keep their negative samples and
+    real-valued image (at least ``NEGATIVE_SHARE`` of its samples negative:
+    Gaussian noise) from a magnitude one (``noise_of``). Real-valued images keep their negative samples and
     are averaged arithmetically (the geometric mean is undefined for them).
 
     Parameters
@@ -165,10 +165,6 @@ def read_scan(nifti_path, bvals_path, *, average=None, noise="auto") -> Scan:
     noise, why = noise_of(data) if noise == "auto" else (noise, "given")
     if average is None:
         average = "arithmetic" if noise == "gaussian" else "geometric"
-    if noise == "gaussian" and average == "geometric":
-        raise ValueError("real-valued images (Gaussian noise, negative samples) cannot be averaged geometrically "
-                         "(the logarithm of a negative sample): average the directions arithmetically "
-                         "(--average arithmetic).")
     dwi, b_values = average_directions(data, bvals, average=average, negative=noise == "gaussian")
     return Scan(dwi, b_values, np.asarray(img.affine), noise, why, average)
 
@@ -208,7 +204,9 @@ def average_directions(data, b_values, *, average="geometric", negative=False):
     if average not in ("geometric", "arithmetic"):
         raise ValueError(f"average must be 'geometric' or 'arithmetic', got {average!r}.")
     if negative and average == "geometric":
-        raise ValueError("signals with negative samples cannot be averaged geometrically; use 'arithmetic'.")
+        raise ValueError("real-valued images (Gaussian noise, negative samples) cannot be averaged geometrically "
+                         "(the logarithm of a negative sample): average the directions arithmetically "
+                         "(average='arithmetic', --average arithmetic).")
     data = np.asarray(data, dtype=np.float32)
     given = np.asarray(b_values, dtype=float)
     rounded = np.round(given)

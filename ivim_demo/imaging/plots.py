@@ -233,13 +233,14 @@ def plot_metric_vs_snr(rows, *, metric="nrmse", ylabel="NRMSE (RMSE / mean truth
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
     methods = list(dict.fromkeys(r["method"] for r in rows))
+    others = [m for m in methods if m not in METHOD_STYLES]
     snrs = sorted({r["snr"] for r in rows})
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.6), sharex=True)
     for ax, name in zip(axes, PARAMS):
         for method in methods:
             mine = sorted((r for r in rows if r["method"] == method and r["param"] == name), key=lambda r: r["snr"])
             x, y = [r["snr"] for r in mine], [r[metric] for r in mine]
-            colour, marker = method_style(method, others=[m for m in methods if m not in METHOD_STYLES])
+            colour, marker = method_style(method, others=others)
             style = {"color": colour, "marker": marker, "ms": 6, "mfc": "none", "alpha": 0.9}
             if f"{metric}_sd" in mine[0]:  # trained several times: mean and SD over the trainings
                 ax.errorbar(x, y, yerr=[r[f"{metric}_sd"] for r in mine], capsize=3, **style,
