@@ -59,6 +59,10 @@ def _parser():
                    help="the images' noise: rician (magnitude images) or gaussian (real-valued or phase-corrected "
                         "images, whose negative samples are legal); default auto: gaussian when the image has a "
                         "negative sample, else rician (stated in summary.json). A cohort reads magnitude images")
+    f.add_argument("--half", type=int, choices=(1, 2),
+                   help="fit one half of the series' repeated images: of each b > 0 its first (1) or second (2) "
+                        "half of directions in acquisition order, and every other b = 0 image; fit both halves "
+                        "to measure a method's repeatability (within-subject CV) on your own scan")
     f.add_argument("--mask", help="NIfTI mask (non-zero = fit); default: the voxels whose signal at b <= 100 "
                                   "s/mm^2 is above Otsu's threshold and that decay with b like tissue (air does "
                                   "not); summary.json says when that mask is doubtful")
@@ -126,7 +130,7 @@ def _fit(args, staging):
 
     if args.sigma is not None and not registered(args.method or DEFAULT_METHOD).needs_sigma:
         raise ValueError(f"--sigma only applies to --method {', '.join(m for m in methods() if registered(m).needs_sigma)}.")
-    scan = nifti.read_scan(args.dwi, args.bvals, average=args.average, noise=args.noise)
+    scan = nifti.read_scan(args.dwi, args.bvals, average=args.average, noise=args.noise, half=args.half)
     dwi, b_values, affine = scan.dwi, scan.b_values, scan.affine
     check_enough_b_values(b_values)
     user_mask = nifti.load_mask(args.mask, affine=affine) if args.mask else None
@@ -144,7 +148,7 @@ def _fit(args, staging):
                                max_epochs=args.max_epochs, progress=not args.no_progress, noise=scan.noise)
     return write_outputs(fit, keep, excluded, affine, staging, out=args.out, b_values=b_values, shape=dwi.shape,
                          save_net=not args.model, input=os.path.abspath(args.dwi), average=scan.average,
-                         noise_from=scan.noise_why,
+                         noise_from=scan.noise_why, half=args.half,
                          mask=os.path.abspath(args.mask) if args.mask else "automatic", mask_check=report,
                          model=os.path.abspath(args.model) if args.model else None, seed=args.seed)
 

@@ -6,7 +6,7 @@ from scipy import stats
 
 from .signal_model import PARAMS, IVIMParams
 
-__all__ = ["PARAMS", "nrmse", "normalised_bias", "spearman", "cv_across", "region_stats", "roi_medians",
+__all__ = ["PARAMS", "nrmse", "normalised_bias", "spearman", "cv_across", "cv_net", "region_stats", "roi_medians", "repeatability",
            "AGREEMENT", "check_agreement", "markdown_table", "pivot"]
 
 
@@ -50,6 +50,31 @@ def cv_across(estimates):
     """
     e = np.asarray(estimates, float)
     return float(np.mean(e.std(axis=0) / np.abs(e.mean(axis=0))))
+
+
+def cv_net(estimates, truth):
+    r"""Kaandorp et al.'s CV_NET: the spread of retrained networks, relative to the mean true value.
+
+    .. math:: \mathrm{CV_{NET}} = \sqrt{\langle \mathrm{Var}_r(\hat x) \rangle_{voxels}} / \langle x \rangle
+
+    with the variance across retrainings ``r`` (population variance, ``ddof=0``,
+    as IVIMNET's ``np.std``).
+
+    Parameters
+    ----------
+    estimates : array_like
+        Shape ``(n_repeats, n_voxels)``: the same voxels estimated by each retrained network.
+    truth : array_like
+        The voxels' true values, shape ``(n_voxels,)``.
+
+    Returns
+    -------
+    float
+    """
+    e = np.asarray(estimates, float)
+    if e.ndim != 2 or len(e) < 2:
+        raise ValueError(f"estimates must be (n_repeats >= 2, n_voxels), got shape {e.shape}.")
+    return float(np.sqrt(np.mean(e.var(axis=0))) / np.mean(np.asarray(truth, float)))
 
 
 def region_stats(params: IVIMParams, labels, truth: IVIMParams | None = None):
@@ -124,6 +149,63 @@ def roi_medians(params: IVIMParams, labels, names: dict, *, mask=None, reference
         row.update({p: median(getattr(params, p)) for p in PARAMS})
         if reference is not None:
             row.update(ref_D=median(reference["D"]), ref_f=median(reference["f"]))
+        rows.append(row)
+    return rows
+
+
+def repeatability(first: IVIMParams, second: IVIMParams, labels, names: dict, *, mask=None):
+    r"""Within-subject coefficient of variation (wCV) of two measurements of the same voxels, per ROI.
+
+    For the two maps :math:`a` and :math:`b` of one parameter (e.g. the fits
+    of a scan's two halves, ``split_halves``), within each ROI:
+
+    .. math:: \mathrm{wCV_{voxel}} = \sqrt{\langle (a - b)^2 / 2 \rangle} \,/\, \langle (a + b)/2 \rangle
+
+    (the within-voxel SD of two measurements, root-mean-squared over the ROI's
+    voxels, relative to the ROI's mean), and for the ROI medians
+    :math:`m_a, m_b`:
+
+    .. math:: \mathrm{wCV_{median}} = |m_a - m_b| / \sqrt{2} \,/\, ((m_a + m_b)/2)
+
+    Parameters
+    ----------
+    first, second : IVIMParams
+        The two measurements' maps (Dp, Dt in mm^2/s), same shape.
+    labels : array_like of int
+        ROI label per voxel, same shape as the maps.
+    names : dict of int -> str
+        Labels to report and their names.
+    mask : array_like of bool, optional
+        Only voxels inside it count (e.g. those fitted in both).
+
+    Returns
+    -------
+    list of dict
+        One row per ROI: ``roi``, ``voxels``, and for Dp, Dt and Fp
+        ``<p>_wcv_voxel``, ``<p>_wcv_median`` (fractions) and ``<p>_median``
+        (the mean of the two medians); NaN for an ROI with no voxel.
+    """
+    labels = np.asarray(labels)
+    keep = np.ones(labels.shape, bool) if mask is None else np.asarray(mask, bool)
+    if keep.shape != labels.shape:
+        raise ValueError(f"mask has shape {keep.shape} but labels have {labels.shape}; give them one shape.")
+    rows = []
+    for label, name in names.items():
+        inside = (labels == label) & keep
+        for p in PARAMS:
+            inside &= np.isfinite(np.asarray(getattr(first, p))) & np.isfinite(np.asarray(getattr(second, p)))
+        row = {"roi": name, "voxels": int(inside.sum())}
+        for p in PARAMS:
+            if not inside.any():
+                row.update({f"{p}_wcv_voxel": float("nan"), f"{p}_wcv_median": float("nan"),
+                            f"{p}_median": float("nan")})
+                continue
+            a, b = np.asarray(getattr(first, p), float)[inside], np.asarray(getattr(second, p), float)[inside]
+            ma, mb = np.median(a), np.median(b)
+            row[f"{p}_wcv_voxel"] = float(np.sqrt(np.mean((a - b) ** 2 / 2)) / np.mean((a + b) / 2))
+            with np.errstate(invalid="ignore", divide="ignore"):  # both medians 0 (a fit at its bound): NaN
+                row[f"{p}_wcv_median"] = float(abs(ma - mb) / np.sqrt(2) / ((ma + mb) / 2))
+            row[f"{p}_median"] = float((ma + mb) / 2)
         rows.append(row)
     return rows
 

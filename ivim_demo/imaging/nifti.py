@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from ..core.checks import check_b_units, check_noise
 from ..core.signal_model import IVIMParams
+from .halves import HALVES, split_halves
 
 __all__ = ["NEGATIVE_SHARE", "Scan", "read_scan", "noise_of", "load_dwi", "load_mask", "average_directions", "save_maps",
            "save_dwi"]
@@ -69,7 +70,7 @@ def noise_of(dwi) -> tuple[str, str]:
     return "rician", "no negative sample: a magnitude image"
 
 
-def load_dwi(nifti_path, bvals_path, *, average="geometric"):
+def load_dwi(nifti_path, bvals_path, *, average="geometric", half=None):
     """Read a 4-D diffusion-weighted NIfTI and its FSL ``bvals`` file.
 
     Volumes with the same b-value (to the whole s/mm^2), e.g. several
@@ -87,6 +88,8 @@ def load_dwi(nifti_path, bvals_path, *, average="geometric"):
     bvals_path : str or os.PathLike
         Text file of one b-value (s/mm^2) per volume, whitespace separated.
     average : {"geometric", "arithmetic"}
+    half : {None, 1, 2}
+        One half of the repeated images only (see ``read_scan``).
 
     Returns
     -------
@@ -99,11 +102,11 @@ def load_dwi(nifti_path, bvals_path, *, average="geometric"):
     """
     if average not in ("geometric", "arithmetic"):
         raise ValueError(f"average must be 'geometric' or 'arithmetic', got {average!r}.")
-    scan = read_scan(nifti_path, bvals_path, average=average, noise="rician")
+    scan = read_scan(nifti_path, bvals_path, average=average, noise="rician", half=half)
     return scan.dwi, scan.b_values, scan.affine
 
 
-def read_scan(nifti_path, bvals_path, *, average=None, noise="auto") -> Scan:
+def read_scan(nifti_path, bvals_path, *, average=None, noise="auto", half=None) -> Scan:
     """Read a 4-D diffusion-weighted NIfTI and its FSL ``bvals`` file, magnitude or real-valued.
 
     As ``load_dwi``, and the noise decided: ``noise="auto"`` tells a
@@ -120,6 +123,10 @@ def read_scan(nifti_path, bvals_path, *, average=None, noise="auto") -> Scan:
     average : {"geometric", "arithmetic"}, optional
         Default: geometric for a magnitude image, arithmetic for a real-valued one.
     noise : {"auto", "rician", "gaussian"}
+    half : {None, 1, 2}
+        Read one half of the series' repeated images (``split_halves``): two
+        independent measurements of the same voxels, to judge a method by
+        its repeatability. Default: every volume.
 
     Returns
     -------
@@ -127,6 +134,8 @@ def read_scan(nifti_path, bvals_path, *, average=None, noise="auto") -> Scan:
     """
     if noise != "auto":
         check_noise(noise)
+    if half is not None and (isinstance(half, bool) or half not in HALVES):
+        raise ValueError(f"half must be None (the whole series), 1 or 2, got {half!r}.")
     if average not in (None, "geometric", "arithmetic"):
         raise ValueError(f"average must be 'geometric' or 'arithmetic', got {average!r}.")
     for path, what in ((nifti_path, "DWI image"), (bvals_path, "bvals file")):
@@ -162,6 +171,9 @@ def read_scan(nifti_path, bvals_path, *, average=None, noise="auto") -> Scan:
     except Exception as err:  # truncated or corrupt file: the header read fine, the data do not
         raise ValueError(f"cannot read the image data of {os.fspath(nifti_path)!r} (truncated or corrupt?): "
                          f"{err}") from None
+    if half is not None:
+        keep = split_halves(bvals)[half - 1]
+        data, bvals = data[..., keep], bvals[keep]
     noise, why = noise_of(data) if noise == "auto" else (noise, "given")
     if average is None:
         average = "arithmetic" if noise == "gaussian" else "geometric"

@@ -82,6 +82,8 @@ class IVIMNet(nn.Module):
 
 
 _ORDER = IVIMParams._fields  # (Dp, Dt, Fp, S0)
+#: ``IVIMNetOptim``'s defaults for the options that reproduce IVIMNET's code (checkpoints store the others only).
+_PROJECT_FORM = {"widen": 0.0, "amplitudes": False, "dropout_last": True}
 
 
 class _GroupedLinear(nn.Module):
@@ -130,7 +132,21 @@ class IVIMNetOptim(nn.Module):
     * ``parallel``: one sub-network per parameter instead of one shared one.
     * ``fit_s0``: S0 (relative to the measured S(b=0)) is a fitted parameter
       and the b = 0 signal is part of input and loss.
-    * ``batch_norm`` and ``dropout``: after every hidden layer.
+    * ``batch_norm`` and ``dropout``: after every hidden layer (IVIMNET's code
+      leaves dropout out after the last one: ``dropout_last=False``).
+
+    Three options exist only to reproduce IVIMNET's code exactly (benchmark
+    ``kaandorp2021``); the project's defaults differ:
+
+    * ``widen``: each bound moved outwards by this fraction of its range
+      (IVIMNET: 0.3, "to stay on the most linear bit of the sigmoid"), so
+      estimates can leave the physical range (negative Fp, Dt or Dp).
+    * ``amplitudes``: with ``fit_s0``, the network outputs the two
+      compartments' amplitudes, :math:`A_p e^{-b D_p} + A_t e^{-b D_t}`, with
+      :math:`A_p` inside the Fp bounds and :math:`A_t` inside the S0 bounds,
+      and reports :math:`F_p = A_p / (A_p + A_t)`, :math:`S_0 = A_p + A_t`
+      (IVIMNET's form); otherwise :math:`S_0 (F_p e^{-b D_p} + (1 - F_p) e^{-b D_t})`.
+    * ``dropout_last``: dropout after the last hidden layer too (default).
 
     Parameters
     ----------
@@ -146,6 +162,15 @@ class IVIMNetOptim(nn.Module):
         Neurons per hidden layer (published: the number of b-values).
     depth : int
         Hidden layers per (sub-)network (published: 2).
+    widen : float
+        Fraction of each bound's range added below and above it (default 0;
+        IVIMNET 0.3).
+    amplitudes : bool
+        IVIMNET's two-amplitude form of the fitted S0 (default False; needs
+        ``fit_s0``).
+    dropout_last : bool
+        Dropout after the last hidden layer as after the others (default
+        True; IVIMNET False).
     seed : int
         Seed of the weight initialisation (private generator).
 
@@ -164,14 +189,19 @@ class IVIMNetOptim(nn.Module):
     default_validation_fraction = 0.1
 
     def __init__(self, b_values, *, bounds=None, fit_s0=True, parallel=True, batch_norm=True, dropout=0.1,
-                 width=None, depth=2, seed=0):
+                 width=None, depth=2, widen=0.0, amplitudes=False, dropout_last=True, seed=0):
         super().__init__()
         b = check_b_values(b_values)
         bounds = check_box(bounds or {}, name="bounds", keys=_ORDER, defaults=FIT_BOUNDS)
-        lo = np.array([bounds[k][0] for k in _ORDER], dtype=np.float32)
-        hi = np.array([bounds[k][1] for k in _ORDER], dtype=np.float32)
+        lo = np.array([bounds[k][0] for k in _ORDER], dtype=float)
+        hi = np.array([bounds[k][1] for k in _ORDER], dtype=float)
         if not 0 <= dropout < 1 or int(depth) < 1:
             raise ValueError("dropout must be in [0, 1) and depth >= 1.")
+        if not (isinstance(widen, (int, float)) and 0 <= widen <= 1):
+            raise ValueError(f"widen must be a fraction of the bounds' range in [0, 1], got {widen!r}.")
+        if amplitudes and not fit_s0:
+            raise ValueError("amplitudes=True is IVIMNET's form of a fitted S0: it needs fit_s0=True.")
+        lo, hi = (lo - widen * (hi - lo)).astype(np.float32), (hi + widen * (hi - lo)).astype(np.float32)
         if width is not None and (isinstance(width, bool) or int(width) != width or width < 1):
             raise ValueError(f"width must be a whole number >= 1 (or None: the number of b-values), got {width!r}.")
         self.register_buffer("b_values", torch.tensor(b, dtype=torch.float32))
@@ -181,6 +211,10 @@ class IVIMNetOptim(nn.Module):
                         "fit_s0": bool(fit_s0), "parallel": bool(parallel), "batch_norm": bool(batch_norm),
                         "dropout": float(dropout), "width": int(len(b) if width is None else width), "depth": int(depth),
                         "seed": int(seed)}
+        # IVIMNET-reproduction options: stored only when used, so older checkpoints read the same
+        extra = {"widen": float(widen), "amplitudes": bool(amplitudes), "dropout_last": bool(dropout_last)}
+        self.options.update({k: v for k, v in extra.items() if v != _PROJECT_FORM[k]})
+        self.amplitudes = bool(amplitudes)
         self.n_params = 4 if fit_s0 else 3
         groups = self.n_params if parallel else 1
         w = self.options["width"]
@@ -192,7 +226,7 @@ class IVIMNetOptim(nn.Module):
                 if batch_norm:
                     layers.append(nn.BatchNorm1d(groups * w))
                 layers.append(nn.ELU())
-                if dropout:
+                if dropout and (dropout_last or k < int(depth) - 1):
                     layers.append(nn.Dropout(dropout))
                 n_in = w
             layers.append(_GroupedLinear(groups, n_in, 1 if parallel else self.n_params))
@@ -202,7 +236,11 @@ class IVIMNetOptim(nn.Module):
         """Bounded parameters ``(batch, 3 or 4)``: Dp, Dt, Fp (and S0 when fitted)."""
         raw = self.encoder(X)  # (batch, n_params): one output per group, or all from one network
         n = self.n_params
-        return self.lo[:n] + torch.sigmoid(raw) * (self.hi[:n] - self.lo[:n])
+        p = self.lo[:n] + torch.sigmoid(raw) * (self.hi[:n] - self.lo[:n])
+        if self.amplitudes:  # IVIMNET: the Fp and S0 outputs are the two compartments' amplitudes
+            total = p[:, 2:3] + p[:, 3:4]
+            p = torch.cat([p[:, :2], p[:, 2:3] / total, total], dim=1)
+        return p
 
     def forward(self, X):
         p = self.encode(X)

@@ -41,7 +41,8 @@ class TrainHistory:
     lr : list of float
         Learning rate used in each epoch.
     best_epoch : int
-        Epoch (0-based) whose weights were restored.
+        Epoch (0-based) with the lowest monitored loss: its weights are the
+        ones returned (unless ``train(weights="last")``).
     seconds : float
         Wall-clock training time.
     stopped_early : bool
@@ -140,6 +141,9 @@ def train(
     progress: bool = True,
     sigma=None,
     noise: str = "rician",
+    weight_decay: float = 0.0,
+    weights: str = "best",
+    clip=None,
 ):
     """Train an IVIM network, unsupervised as the seed does, or supervised.
 
@@ -206,6 +210,18 @@ def train(
         The noise of the training signals: ``"rician"`` (magnitude images, the
         default) refuses negative samples; ``"gaussian"`` (real-valued or
         phase-corrected images, simulations with Gaussian noise) accepts them.
+    weight_decay : float
+        L2 penalty of Adam (``torch.optim.Adam(weight_decay=...)``). Default 0,
+        as the seed; IVIMNET's code uses 1e-4.
+    weights : {"best", "last"}
+        Which weights ``net`` holds afterwards: the best epoch's (default), or
+        the last epoch's, as IVIMNET's code does (``select_best = False``);
+        ``"last"`` exists to reproduce Kaandorp et al. 2021 and nothing else.
+    clip : (float, float), optional
+        Unsupervised: the reconstruction clamped into ``[low, high]`` (NaN set
+        to 0) before the loss, as IVIMNET's code does with (0, 3): with
+        bounds that allow a negative Dp, :math:`e^{-b D_p}` overflows
+        otherwise. Default None: not clamped.
 
     Returns
     -------
@@ -214,19 +230,28 @@ def train(
     check_train_options(batch_size=batch_size, patience=patience, max_epochs=max_epochs, lr=lr,
                         batches_per_epoch=batches_per_epoch, lr_patience=lr_patience, seed=seed,
                         validation_fraction=validation_fraction)
+    if weights not in ("best", "last"):
+        raise ValueError(f"weights must be 'best' or 'last', got {weights!r}.")
+    if not (isinstance(weight_decay, (int, float)) and np.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}.")
+    if clip is not None and not (np.shape(clip) == (2,) and np.all(np.isfinite(clip)) and clip[0] < clip[1]):
+        raise ValueError(f"clip must be None or a (low, high) pair of numbers with low < high, got {clip!r}.")
     dev = device()
     s, X, Y, box_units, gen, val, fit = training_inputs(net, signals, targets, validation_fraction, batch_size, seed, dev,
                                                         sigma, negative=check_noise(noise) == "gaussian")
     n_val = len(val)
     net.to(dev)
     # fused Adam: same update, fewer kernel launches (matters for tiny nets)
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr, fused=True)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
     scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.2, patience=lr_patience)
                  if lr_patience is not None else None)
 
     def loss_of(idx):
         batch = X[idx]
-        return training_loss(net, net(batch), batch, None if Y is None else Y[idx], box_units)
+        out = net(batch)
+        if clip is not None and Y is None:
+            out = (torch.clamp(torch.nan_to_num(out[0], nan=0.0), float(clip[0]), float(clip[1])), *out[1:])
+        return training_loss(net, out, batch, None if Y is None else Y[idx], box_units)
 
     history = TrainHistory()
     n_batches = len(fit) // batch_size if batches_per_epoch is None else int(batches_per_epoch)
@@ -277,7 +302,8 @@ def train(
         bar.close()
     if best_state is None:
         raise ValueError(DIVERGED)
-    net.load_state_dict(best_state)
+    if weights == "best":
+        net.load_state_dict(best_state)
     history.seconds = time.perf_counter() - start
     finish_training(net, history, s, noise=noise)
     return history

@@ -88,7 +88,7 @@ def _read(path):
     return np.asarray(nibabel.load(path).dataobj)
 
 
-def load_example(name, *, average="geometric") -> Example:
+def load_example(name, *, average="geometric", half=None) -> Example:
     """Load a shipped real scan: a volunteer's upper abdomen or the flow phantom.
 
     Parameters
@@ -100,6 +100,10 @@ def load_example(name, *, average="geometric") -> Example:
         ``phantom_static`` (the same, water not flowing).
     average : {"geometric", "arithmetic"}
         How the diffusion directions of a b-value are averaged (see ``load_dwi``).
+    half : {None, 1, 2}
+        One half of the series (``split_halves``: directions 1-3 or 4-6 of
+        each b > 0, every other b = 0 image), for repeatability; default the
+        whole series.
 
     Returns
     -------
@@ -125,7 +129,7 @@ def load_example(name, *, average="geometric") -> Example:
     volunteer = name.startswith("volunteer")
     if volunteer:
         paths["reference"] = _FOLDER / f"{name}_reference.nii.gz"
-    dwi, b_values, affine = load_dwi(paths["dwi"], paths["bvals"], average=average)
+    dwi, b_values, affine = load_dwi(paths["dwi"], paths["bvals"], average=average, half=half)
     reference = None
     if volunteer:
         maps = _read(paths["reference"]).astype(np.float32)

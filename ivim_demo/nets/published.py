@@ -1,0 +1,140 @@
+"""IVIM-NET_orig and IVIM-NET_optim on the settings of Kaandorp et al. 2021, to reproduce their numbers.
+
+Kaandorp et al., "Improved unsupervised physics-informed deep learning for
+intravoxel incoherent motion modeling and evaluation in pancreatic cancer
+patients", MRM 2021;86:2250-2265; their code is github oliverchampion/IVIMNET
+(commit 699b3d3, ``hyperparams.py``, ``IVIMNET/simulations.py`` and
+``IVIMNET/deep.py``). Everything here is a setting read from there or a number
+printed in the paper; ``benchmarks/kaandorp2021.py`` runs it.
+
+Where this reproduction departs from their code, on purpose:
+
+* ``IVIMNet`` (the seed's network) reads the b > 0 columns (width 10); their
+  orig reads every column, the constant b = 0 one included (width 11).
+* Every simulated signal gets noise (their loop left the last one noise-free).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.checks import check_whole
+from ..core.signal_model import IVIMParams, ivim
+from ..simulation.simulate import sample_params
+from .networks import IVIMNet, IVIMNetOptim
+
+__all__ = ["KAANDORP_B_VALUES", "KAANDORP_BOX", "KAANDORP_SNR", "KAANDORP_N", "KAANDORP_N_EVAL", "KAANDORP_REPEATS",
+           "KAANDORP_NETWORKS", "KAANDORP_TRAINING", "KAANDORP_PUBLISHED", "kaandorp_data", "kaandorp_network",
+           "ivimnet_training_filter"]
+
+#: b-values of IVIMNET's simulations, s/mm^2.
+KAANDORP_B_VALUES = np.array([0, 5, 10, 20, 30, 40, 60, 150, 300, 500, 700], dtype=float)
+#: Simulated range, uniform in each parameter (mm^2/s and fraction).
+KAANDORP_BOX = {"Dp": (0.01, 0.1), "Dt": (0.0005, 0.003), "Fp": (0.05, 0.55)}
+#: The SNR of the published table (S0 = 1, Gaussian noise SD 1/SNR).
+KAANDORP_SNR = 20
+#: Simulated signals: all train the networks (90 % training, 10 % validation); the first
+#: ``KAANDORP_N_EVAL`` of them score the networks, as in IVIMNET's ``sim``.
+KAANDORP_N = 1_000_000
+KAANDORP_N_EVAL = 10_000
+#: Retrainings on the same signals (other weight initialisation and shuffling), for CV_NET.
+KAANDORP_REPEATS = 5
+
+#: The two networks, as IVIMNET's ``net_pars``: optim is bounded by a sigmoid to [0, 0, 0.005, 0.7] -
+#: [0.005, 0.7, 0.2, 2.0] (Dt, Fp, Dp, S0) widened by 30 % of each range, with S0 fitted as a second
+#: amplitude, one sub-network per parameter, 2 hidden layers as wide as the b-values, batch norm and
+#: dropout 0.1 (not after the last hidden layer); orig is the seed's network (3 layers, abs(), S0 fixed).
+KAANDORP_NETWORKS = {
+    "optim": {"bounds": {"Dp": (0.005, 0.2), "Dt": (0.0, 0.005), "Fp": (0.0, 0.7), "S0": (0.7, 2.0)},
+              "widen": 0.3, "amplitudes": True, "dropout_last": False, "fit_s0": True, "parallel": True,
+              "batch_norm": True, "dropout": 0.1, "depth": 2},
+    "orig": {},
+}
+
+#: ``train`` options, as IVIMNET's ``train_pars``: Adam with weight decay 1e-4, batch 128, at most 500
+#: batches per epoch, a 10 % validation split, patience 10, the last epoch's weights kept
+#: (``select_best = False``), the reconstruction clamped to [0, 3] in the loss; lr 3e-5 (optim) and
+#: 1e-3 (orig).
+_COMMON = {"batch_size": 128, "batches_per_epoch": 500, "validation_fraction": 0.1, "patience": 10,
+           "max_epochs": 1000, "weight_decay": 1e-4, "weights": "last", "clip": (0.0, 3.0), "noise": "gaussian"}
+KAANDORP_TRAINING = {"optim": {**_COMMON, "lr": 3e-5}, "orig": {**_COMMON, "lr": 1e-3}}
+
+#: Kaandorp et al. 2021 at SNR 20 (their Table 2 / text): NRMSE = RMSE / mean(true); rho = |Spearman| between
+#: the estimated Dp and Fp; CV_NET = sqrt(mean over voxels of the variance across retrainings) / mean(true).
+KAANDORP_PUBLISHED = {
+    "optim": {"NRMSE": {"D": 0.177, "f": 0.220, "Dstar": 0.386}, "rho_Dstar_f": 0.22,
+              "CV_NET": {"D": 0.013, "f": 0.020, "Dstar": 0.036}},
+    "orig": {"NRMSE": {"D": 0.196, "f": 0.267, "Dstar": 0.393}, "rho_Dstar_f": 0.74,
+             "CV_NET": {"D": 0.104, "f": 0.054, "Dstar": 0.110}},
+}
+
+
+def kaandorp_data(n=KAANDORP_N, *, snr=KAANDORP_SNR, seed=0):
+    """Signals simulated as IVIMNET's ``sim_signal`` does (Gaussian noise), and their truth.
+
+    .. math:: S(b) = F_p e^{-b D_p} + (1 - F_p) e^{-b D_t} + \\epsilon, \\quad
+              \\epsilon \\sim N(0, 1/\\mathrm{SNR})
+
+    with (Dp, Dt, Fp) uniform in ``KAANDORP_BOX`` and S0 = 1 (the networks and
+    ``train`` divide by the noisy S(b=0) themselves).
+
+    Parameters
+    ----------
+    n : int
+        Number of signals.
+    snr : float, keyword-only
+        Signal-to-noise ratio at b = 0.
+    seed : int or numpy.random.Generator
+        One generator draws the parameters, then the noise.
+
+    Returns
+    -------
+    signals : ndarray, shape (n, 11)
+        At ``KAANDORP_B_VALUES``.
+    truth : IVIMParams
+    """
+    n = check_whole(n, name="n")
+    if not (isinstance(snr, (int, float)) and np.isfinite(snr) and snr > 0):
+        raise ValueError(f"snr must be a positive number, got {snr!r}.")
+    rng = np.random.default_rng(seed)
+    p = sample_params(n, box=KAANDORP_BOX, seed=rng)
+    clean = ivim(KAANDORP_B_VALUES, p.Dp[:, None], p.Dt[:, None], p.Fp[:, None])
+    return clean + rng.normal(0.0, 1.0 / snr, clean.shape), IVIMParams(p.Dp, p.Dt, p.Fp, np.ones(n))
+
+
+def kaandorp_network(name, *, seed=0):
+    """A fresh IVIM-NET_orig (``"orig"``) or IVIM-NET_optim (``"optim"``) for ``KAANDORP_B_VALUES``."""
+    if name not in KAANDORP_NETWORKS:
+        raise ValueError(f"name must be one of {list(KAANDORP_NETWORKS)}, got {name!r}.")
+    if name == "orig":
+        return IVIMNet(KAANDORP_B_VALUES, seed=seed)
+    return IVIMNetOptim(KAANDORP_B_VALUES, seed=seed, **KAANDORP_NETWORKS[name])
+
+
+def ivimnet_training_filter(signals, b_values=KAANDORP_B_VALUES):
+    """IVIMNET's ``learn_IVIM`` filter of training signals, and its clipping.
+
+    Normalised by S(b=0), a signal is kept when the 95th percentile of its
+    samples at b < 50 is below 1.3, at b > 50 below 1.2 and at b > 150 below
+    1.0; samples above 1.5 are then set to 1.5. (IVIMNET's ``predict_IVIM``
+    tests the 0.95th percentile instead, which keeps nearly every signal: the
+    two filters differ, a pitfall this project avoids elsewhere. Here it
+    applies to training only, as in their code.)
+
+    Parameters
+    ----------
+    signals : ndarray, shape (n, n_b)
+    b_values : array_like
+        In s/mm^2.
+
+    Returns
+    -------
+    kept : ndarray, shape (m, n_b)
+        The kept signals, normalised and clipped.
+    keep : ndarray of bool, shape (n,)
+    """
+    b = np.asarray(b_values, float)
+    x = np.asarray(signals, float)
+    x = x / x[:, b == 0].mean(axis=1, keepdims=True)
+    keep = ((np.percentile(x[:, b < 50], 95, axis=1) < 1.3) & (np.percentile(x[:, b > 50], 95, axis=1) < 1.2)
+            & (np.percentile(x[:, b > 150], 95, axis=1) < 1.0))
+    return np.minimum(x[keep], 1.5), keep
