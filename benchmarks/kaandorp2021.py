@@ -39,15 +39,6 @@ OUT = ROOT / "benchmarks" / "results" / "kaandorp2021.json"
 CACHE = ROOT / "benchmarks" / ".cache" / "kaandorp2021"
 DATA_SEED, HELD_OUT_SEED = 0, 1
 VARIANTS = ("optim", "orig", "project")
-OSIPI_NAMES = {"Dt": "D", "Fp": "f", "Dp": "Dstar"}
-
-
-def network_and_options(variant, seed):
-    if variant == "project":
-        net = iv.IVIMNetOptim(kp.KAANDORP_B_VALUES, seed=seed)
-        return net, {"lr": iv.OPTIM_LR, "validation_fraction": 0.1, "batches_per_epoch": 500,
-                     "max_epochs": 1000, "noise": "gaussian"}
-    return kp.kaandorp_network(variant, seed=seed), dict(kp.KAANDORP_TRAINING[variant])
 
 
 def run(job):
@@ -57,39 +48,29 @@ def run(job):
     if path.is_file():
         return path
     n = 20_000 if quick else kp.KAANDORP_N
-    signals, _ = kp.kaandorp_data(n, seed=DATA_SEED)
-    first = signals[:kp.KAANDORP_N_EVAL].copy()  # scored as IVIMNET scores: the first 10,000 training signals
+    max_epochs = 3 if quick else None
+    if variant == "project":  # the project's optim recipe: no filter, its own network and options
+        signals, _ = kp.kaandorp_data(n, seed=DATA_SEED)
+        net = iv.IVIMNetOptim(kp.KAANDORP_B_VALUES, seed=seed)
+        net.history = train(net, signals, seed=seed, progress=False, lr=iv.OPTIM_LR, validation_fraction=0.1,
+                            batches_per_epoch=500, max_epochs=max_epochs or 1000, noise="gaussian").as_dict()
+    else:
+        net = kp.train_published(variant, n=n, seed=seed, data_seed=DATA_SEED, max_epochs=max_epochs)
+        signals, _ = kp.kaandorp_data(n, seed=DATA_SEED)
     held_out, _ = kp.kaandorp_data(kp.KAANDORP_N_EVAL, seed=HELD_OUT_SEED)
-    net, options = network_and_options(variant, seed)
-    if variant != "project":  # IVIMNET filters and clips its training signals; the project does not
-        signals, _ = kp.ivimnet_training_filter(signals)
-    if quick:
-        options["max_epochs"] = 3
-    history = train(net, signals, seed=seed, progress=False, **options)
-    est = iv.predict(net, first, noise="gaussian")
+    est = iv.predict(net, signals[:kp.KAANDORP_N_EVAL], noise="gaussian")  # IVIMNET scores the first 10,000
     est_held = iv.predict(net, held_out, noise="gaussian")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, first=np.stack([est.Dp, est.Dt, est.Fp]), held_out=np.stack([est_held.Dp, est_held.Dt, est_held.Fp]),
-             history=json.dumps({**history.as_dict(), "loss": None, "val_loss": None, "lr": None}))
+             history=json.dumps({**net.history, "loss": None, "val_loss": None, "lr": None}))
     tmp.replace(path)
     return path
 
 
 def score(estimates, truth):
-    """NRMSE averaged over retrainings, rho(Dp, Fp) averaged over retrainings, CV_NET across them."""
-    est = np.asarray(estimates)  # (repeats, 3, n): Dp, Dt, Fp
-    out = {"NRMSE": {}, "NRMSE_sd": {}, "CV_NET": {}}
-    for k, name in enumerate(("Dp", "Dt", "Fp")):
-        t = getattr(truth, name)
-        per = [iv.nrmse(e[k], t) for e in est]
-        out["NRMSE"][OSIPI_NAMES[name]] = float(np.mean(per))
-        out["NRMSE_sd"][OSIPI_NAMES[name]] = float(np.std(per, ddof=1)) if len(per) > 1 else None
-        out["CV_NET"][OSIPI_NAMES[name]] = iv.cv_net(est[:, k], t) if len(est) > 1 else None
-    rhos = [abs(iv.spearman(e[0], e[2])) for e in est]
-    out["rho_Dstar_f"] = float(np.mean(rhos))
-    out["rho_Dstar_f_sd"] = float(np.std(rhos, ddof=1)) if len(rhos) > 1 else None
-    return out
+    """``score_published`` of cached (repeats, 3, n) estimates."""
+    return kp.score_published([iv.IVIMParams(*e, None) for e in np.asarray(estimates)], truth)
 
 
 def main():

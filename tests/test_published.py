@@ -106,3 +106,27 @@ def test_weight_decay_and_clip_options():
             _short(iv.IVIMNetOptim(kp.KAANDORP_B_VALUES), "best", clip=bad)
     with pytest.raises(ValueError, match="weight_decay"):
         _short(iv.IVIMNetOptim(kp.KAANDORP_B_VALUES), "best", weight_decay=-1.0)
+
+
+def test_reproduce_kaandorp_small():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # 3 epochs on 4,000 signals: far from trained
+        out = kp.reproduce_kaandorp(("orig",), n=4_000, n_eval=500, repeats=2, max_epochs=3)
+    assert set(out["measured"]) == {"orig"} and out["published"]["orig"] == kp.KAANDORP_PUBLISHED["orig"]
+    m = out["measured"]["orig"]
+    assert set(m["NRMSE"]) == set(m["CV_NET"]) == {"D", "f", "Dstar"}
+    assert all(v > 0 and np.isfinite(v) for v in (*m["NRMSE"].values(), *m["CV_NET"].values()))
+    assert 0 <= m["rho_Dstar_f"] <= 1 and len(out["trainings"]["orig"]) == 2
+    assert out["trainings"]["orig"][0]["epochs"] == 3
+    # the score is IVIMNET's: the NRMSE of the first retraining's estimates, averaged with the second's
+    net = kp.train_published("orig", n=4_000, seed=0, max_epochs=3)
+    s, t = kp.kaandorp_data(4_000, seed=0)
+    first = iv.predict(net, s[:500], noise="gaussian")
+    assert kp.score_published([first], iv.IVIMParams(*(a[:500] for a in t)))["NRMSE"]["D"] == pytest.approx(
+        iv.nrmse(first.Dt, t.Dt[:500]))
+    with pytest.raises(ValueError, match="cannot exceed n"):
+        kp.reproduce_kaandorp(("orig",), n=100, n_eval=500)
+    with pytest.raises(ValueError, match="names must be among"):
+        kp.reproduce_kaandorp(("both",))

@@ -15,16 +15,23 @@ Where this reproduction departs from their code, on purpose:
 """
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
 import numpy as np
 
 from ..core.checks import check_whole
+from ..core.metrics import cv_net, nrmse, spearman
 from ..core.signal_model import IVIMParams, ivim
+from ..core.threads import exit_with_parent
 from ..simulation.simulate import sample_params
+from .infer import predict
 from .networks import IVIMNet, IVIMNetOptim
+from .training import train
 
 __all__ = ["KAANDORP_B_VALUES", "KAANDORP_BOX", "KAANDORP_SNR", "KAANDORP_N", "KAANDORP_N_EVAL", "KAANDORP_REPEATS",
            "KAANDORP_NETWORKS", "KAANDORP_TRAINING", "KAANDORP_PUBLISHED", "kaandorp_data", "kaandorp_network",
-           "ivimnet_training_filter"]
+           "ivimnet_training_filter", "train_published", "score_published", "reproduce_kaandorp"]
 
 #: b-values of IVIMNET's simulations, s/mm^2.
 KAANDORP_B_VALUES = np.array([0, 5, 10, 20, 30, 40, 60, 150, 300, 500, 700], dtype=float)
@@ -138,3 +145,135 @@ def ivimnet_training_filter(signals, b_values=KAANDORP_B_VALUES):
     keep = ((np.percentile(x[:, b < 50], 95, axis=1) < 1.3) & (np.percentile(x[:, b > 50], 95, axis=1) < 1.2)
             & (np.percentile(x[:, b > 150], 95, axis=1) < 1.0))
     return np.minimum(x[keep], 1.5), keep
+
+
+def train_published(name, *, n=KAANDORP_N, seed=0, data_seed=0, max_epochs=None):
+    """Train IVIM-NET_orig or _optim exactly as IVIMNET's ``sim`` does, on ``kaandorp_data(n, seed=data_seed)``.
+
+    The signals pass ``ivimnet_training_filter``; the network (``kaandorp_network(name, seed=seed)``)
+    trains with ``KAANDORP_TRAINING[name]``, ``seed`` also seeding the validation split and shuffling.
+
+    Parameters
+    ----------
+    name : {"optim", "orig"}
+    n : int, keyword-only
+        Simulated signals (published: 1,000,000).
+    seed : int
+        The retraining: weights, split and shuffling.
+    data_seed : int
+        Seed of the simulated signals (the same for every retraining).
+    max_epochs : int, optional
+        Fewer epochs than IVIMNET's 1000 (tests).
+
+    Returns
+    -------
+    IVIMNet or IVIMNetOptim
+        Trained, with ``.history`` (``TrainHistory.as_dict()``).
+    """
+    signals, _ = kaandorp_data(n, seed=data_seed)
+    kept, _ = ivimnet_training_filter(signals)
+    net = kaandorp_network(name, seed=seed)
+    options = dict(KAANDORP_TRAINING[name])
+    if max_epochs is not None:
+        options["max_epochs"] = max_epochs
+    net.history = train(net, kept, seed=seed, progress=False, **options).as_dict()
+    return net
+
+
+#: The paper's names of the parameters, as ``KAANDORP_PUBLISHED`` and ``score_published`` use them.
+PAPER_NAMES = {"Dt": "D", "Fp": "f", "Dp": "Dstar"}
+
+
+def score_published(estimates, truth):
+    """Score retrained networks as IVIMNET's ``sim`` does.
+
+    Parameters
+    ----------
+    estimates : sequence of IVIMParams
+        One per retraining, each of the same voxels.
+    truth : IVIMParams
+        The voxels' true parameters.
+
+    Returns
+    -------
+    dict
+        ``NRMSE`` (RMSE / mean truth, averaged over retrainings) and its SD
+        over retrainings ``NRMSE_sd``, ``rho_Dstar_f`` (|Spearman| of the
+        estimated Dp and Fp, averaged) and ``rho_Dstar_f_sd``, ``CV_NET``
+        (``metrics.cv_net`` across retrainings; None for one) keyed by the
+        paper's names (D, f, Dstar), the shape of ``KAANDORP_PUBLISHED``.
+    """
+    if not estimates:
+        raise ValueError("no estimates to score: give one IVIMParams per retrained network.")
+    out = {"NRMSE": {}, "NRMSE_sd": {}, "CV_NET": {}}
+    several = len(estimates) > 1
+    for name, paper in PAPER_NAMES.items():
+        t = np.asarray(getattr(truth, name), float)
+        per = [nrmse(getattr(e, name), t) for e in estimates]
+        out["NRMSE"][paper] = float(np.mean(per))
+        out["NRMSE_sd"][paper] = float(np.std(per, ddof=1)) if several else None
+        out["CV_NET"][paper] = cv_net([getattr(e, name) for e in estimates], t) if several else None
+    rhos = [abs(spearman(e.Dp, e.Fp)) for e in estimates]
+    out["rho_Dstar_f"] = float(np.mean(rhos))
+    out["rho_Dstar_f_sd"] = float(np.std(rhos, ddof=1)) if several else None
+    return out
+
+
+def _train_and_predict(job):
+    """One retraining's estimates of the first ``n_eval`` signals (module-level for worker processes)."""
+    name, seed, n, n_eval, data_seed, max_epochs = job
+    net = train_published(name, n=n, seed=seed, data_seed=data_seed, max_epochs=max_epochs)
+    signals, _ = kaandorp_data(n, seed=data_seed)
+    return predict(net, signals[:n_eval], noise="gaussian"), net.history
+
+
+def reproduce_kaandorp(names=("optim", "orig"), *, n=KAANDORP_N, n_eval=KAANDORP_N_EVAL, repeats=KAANDORP_REPEATS,
+                       data_seed=0, workers=1, max_epochs=None):
+    """Kaandorp et al.'s simulation study at SNR 20, on their settings, beside their published numbers.
+
+    Every network of ``names`` is trained ``repeats`` times (seeds 0, 1, ...) on the same ``n``
+    signals (``train_published``) and scored on the first ``n_eval`` of them, as IVIMNET's code
+    scores (``score_published``).
+
+    Parameters
+    ----------
+    names : sequence of {"optim", "orig"}
+    n, n_eval, repeats : int, keyword-only
+        Published: 1,000,000, 10,000 and (here) 5.
+    data_seed : int
+        Seed of the simulated signals.
+    workers : int
+        Trainings run at a time, in separate processes (each single-threaded); the result does
+        not depend on it.
+    max_epochs : int, optional
+        A cap below IVIMNET's 1000 epochs (tests).
+
+    Returns
+    -------
+    dict
+        ``{"measured": {name: score}, "published": KAANDORP_PUBLISHED (those names),
+        "trainings": {name: [history, ...]}}``.
+    """
+    names = tuple(names)
+    for name in names:
+        if name not in KAANDORP_NETWORKS:
+            raise ValueError(f"names must be among {list(KAANDORP_NETWORKS)}, got {name!r}.")
+    n, n_eval, repeats = (check_whole(v, name=k) for k, v in (("n", n), ("n_eval", n_eval), ("repeats", repeats)))
+    if n_eval > n:
+        raise ValueError(f"n_eval ({n_eval}) cannot exceed n ({n}): the networks are scored on the first n_eval "
+                         "of their training signals.")
+    jobs = [(name, seed, n, n_eval, data_seed, max_epochs) for name in names for seed in range(repeats)]
+    if workers <= 1:
+        results = [_train_and_predict(job) for job in jobs]
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=exit_with_parent) as pool:
+            results = list(pool.map(_train_and_predict, jobs))
+    _, truth = kaandorp_data(n, seed=data_seed)
+    truth = IVIMParams(*(a[:n_eval] for a in truth))
+    out = {"measured": {}, "published": {name: KAANDORP_PUBLISHED[name] for name in names}, "trainings": {}}
+    for name in names:
+        mine = [r for job, r in zip(jobs, results) if job[0] == name]
+        out["measured"][name] = score_published([e for e, _ in mine], truth)
+        out["trainings"][name] = [h for _, h in mine]
+    return out
