@@ -77,9 +77,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=kp.KAANDORP_REPEATS,
+                        help="retrainings of each variant asked for (seeds 0, 1, ...)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    repeats = 2 if args.quick else kp.KAANDORP_REPEATS
+    repeats = 2 if args.quick else args.repeats
     jobs = [(v, s, args.quick) for v in args.variants for s in range(repeats)]
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"),
                              initializer=iv_threads.exit_with_parent) as pool:
@@ -95,8 +97,8 @@ def main():
     measured, held_out, trainings = {}, {}, {}
     for v in args.variants:
         files = [np.load(paths[(v, s)]) for s in range(repeats)]
-        measured[v] = score([f["first"] for f in files], truth)
-        held_out[v] = score([f["held_out"] for f in files], truth_held)
+        measured[v] = {**score([f["first"] for f in files], truth), "repeats": repeats}
+        held_out[v] = {**score([f["held_out"] for f in files], truth_held), "repeats": repeats}
         trainings[v] = [json.loads(str(f["history"])) for f in files]
         print(v, json.dumps(measured[v]))
     if args.quick:
@@ -104,7 +106,7 @@ def main():
     result = {"date": datetime.date.today().isoformat(),
               "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}, torch {__import__('torch').__version__})",
               "settings": {"b_values": kp.KAANDORP_B_VALUES.tolist(), "box": kp.KAANDORP_BOX, "snr": kp.KAANDORP_SNR,
-                           "n": kp.KAANDORP_N, "n_eval": kp.KAANDORP_N_EVAL, "repeats": repeats,
+                           "n": kp.KAANDORP_N, "n_eval": kp.KAANDORP_N_EVAL,
                            "data_seed": DATA_SEED, "held_out_seed": HELD_OUT_SEED,
                            "networks": kp.KAANDORP_NETWORKS, "training": kp.KAANDORP_TRAINING},
               "published": kp.KAANDORP_PUBLISHED, "measured": measured, "held_out": held_out,
