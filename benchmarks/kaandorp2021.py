@@ -9,7 +9,8 @@ those signals, NRMSE averaged over retrainings, rho = |Spearman(Dp, Fp)| of the 
 over retrainings, and CV_NET across retrainings. The same numbers on 10,000 independent signals are
 recorded as ``held_out``. The variant ``project`` is this project's own ``optim`` recipe
 (``train_for_snr(method="optim")``: FIT_BOUNDS, S0 as a factor, dropout after every hidden layer, lr
-``OPTIM_LR``, best weights, no weight decay) on the same signals, with 500 batches per epoch.
+``OPTIM_LR``, best weights, no weight decay) on the same signals, with 500 batches per epoch; the
+variants ``project+...`` (``PROJECT_STEPS``) add one of IVIMNET's settings each.
 
 Each training's estimates are cached in ``benchmarks/.cache/kaandorp2021`` (one file per variant and
 seed), so an interrupted run resumes where it stopped; the JSON is written once every variant asked
@@ -38,7 +39,15 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "kaandorp2021.json"
 CACHE = ROOT / "benchmarks" / ".cache" / "kaandorp2021"
 DATA_SEED, HELD_OUT_SEED = 0, 1
-VARIANTS = ("optim", "orig", "project")
+#: The project's optim recipe with one of IVIMNET's settings at a time: which difference matters?
+PROJECT_STEPS = {
+    "project+lr": ({}, {"lr": 3e-5}),
+    "project+dropout": ({"dropout_last": False}, {}),
+    "project+amplitudes": ({"amplitudes": True, "widen": 0.3, "bounds": kp.KAANDORP_NETWORKS["optim"]["bounds"]},
+                           {"clip": (0.0, 3.0)}),
+    "project+decay_last": ({}, {"weight_decay": 1e-4, "weights": "last"}),
+}
+VARIANTS = ("optim", "orig", "project", *PROJECT_STEPS)
 
 
 def run(job):
@@ -49,11 +58,13 @@ def run(job):
         return path
     n = 20_000 if quick else kp.KAANDORP_N
     max_epochs = 3 if quick else None
-    if variant == "project":  # the project's optim recipe: no filter, its own network and options
+    if variant.startswith("project"):  # the project's optim recipe (no filter), with one IVIMNET setting or none
+        net_options, train_options = PROJECT_STEPS.get(variant, ({}, {}))
         signals, _ = kp.kaandorp_data(n, seed=DATA_SEED)
-        net = iv.IVIMNetOptim(kp.KAANDORP_B_VALUES, seed=seed)
-        net.history = train(net, signals, seed=seed, progress=False, lr=iv.OPTIM_LR, validation_fraction=0.1,
-                            batches_per_epoch=500, max_epochs=max_epochs or 1000, noise="gaussian").as_dict()
+        net = iv.IVIMNetOptim(kp.KAANDORP_B_VALUES, seed=seed, **net_options)
+        options = {"lr": iv.OPTIM_LR, "validation_fraction": 0.1, "batches_per_epoch": 500,
+                   "max_epochs": max_epochs or 1000, "noise": "gaussian", **train_options}
+        net.history = train(net, signals, seed=seed, progress=False, **options).as_dict()
     else:
         net = kp.train_published(variant, n=n, seed=seed, data_seed=DATA_SEED, max_epochs=max_epochs)
         signals, _ = kp.kaandorp_data(n, seed=DATA_SEED)

@@ -54,7 +54,7 @@ _SOURCES = {
                  "scan_like_data", "training_data"],
     "nets.training": ["TrainHistory", "device", "train", "training_warnings"],
     "nets.ensemble": ["train_stack"],
-    "nets.published": ["KAANDORP_B_VALUES", "KAANDORP_BOX", "KAANDORP_PUBLISHED", "kaandorp_data", "reproduce_kaandorp",
+    "nets.published": ["KAANDORP_B_VALUES", "KAANDORP_BOX", "KAANDORP_PUBLISHED", "kaandorp_data", "kaandorp_rows", "reproduce_kaandorp",
                        "train_published"],
     "nets.any_protocol": ["IVIMNetAnyProtocol"],
     "nets.protocols": ["PROTOCOL_RANGE", "Protocol", "draw_protocols", "protocol_of", "protocol_problems"],

@@ -85,7 +85,7 @@ def test_compare_barbieri_small():
     assert len(rows) == 2 * len(bb.BARBIERI_METHODS) * 3
     assert all(np.isfinite(r["rmse"]) and r["rmse"] > 0 for r in rows)
     by = {(r["sd"], r["method"], r["param"]): r for r in rows}
-    assert by[(150.0, "IVIM-NET", "Fp")]["seeds"] == 2 and by[(150.0, "IVIM-NET", "Fp")]["rmse_sd"] > 0
+    assert by[(150.0, "IVIM-NET", "Fp")]["trainings"] == 2 and by[(150.0, "IVIM-NET", "Fp")]["rmse_sd"] > 0
     for p in ("Dp", "Fp"):  # at SNR 10 both Bayesian fits beat least squares, the exact posterior most
         lsq, bp = by[(150.0, "LSQ", p)]["rmse"], by[(150.0, "BP (theirs: MAP, empirical prior)", p)]["rmse"]
         exact = by[(150.0, "exact posterior (true prior)", p)]["rmse"]

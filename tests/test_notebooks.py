@@ -34,6 +34,12 @@ SMALL = {
     "PHANTOM_STEP": 4,
     "SCAN_STEP": 3,
     "PROTOCOL_VOXELS": 150,
+    "BARBIERI_N_TRAIN": 3000,
+    "BARBIERI_N_TEST": 200,
+    "BARBIERI_SDS": [30, 150],
+    "BARBIERI_SEEDS": 2,
+    "KAANDORP_N": 4000,
+    "KAANDORP_REPEATS": 2,
 }
 
 #: What each notebook must leave behind: files in OUTPUT_DIR and figures in FIGURE_DIR.
@@ -43,7 +49,8 @@ EXPECTED = {
     "02_network_training.ipynb": (["ivimnet.pt"], ["02_training_loss"]),
     "03_phantom_simulation.ipynb": (["phantom.npz"], ["03_phantom_dwi", "03_phantom_truth"]),
     "04_inference_and_plots.ipynb": ([], ["04_maps_vs_truth", "04_estimate_vs_truth"]),
-    "05_method_comparison.ipynb": ([], ["05_nrmse_vs_snr", "05_bias_vs_snr", "05_scatter", "05_phantom_all_methods"]),
+    "05_method_comparison.ipynb": ([], ["05_nrmse_vs_snr", "05_bias_vs_snr", "05_scatter", "05_phantom_all_methods",
+                                         "05_barbieri2020"]),
     "06_beyond_ivimnet.ipynb": ([], ["06_ablation", "06_nrmse_vs_snr", "06_prior_mismatch"]),
     "07_your_own_data.ipynb": (["supervised/Fp.nii.gz"], ["07_mask", "07_maps", "07_residual", "07_phantom_maps"]),
     "08_cohort.ipynb": (["cohort/cohort.csv", "cohort/sub-01/dwi/sub-01/Fp.nii.gz"], ["08_cohort_rois"]),

@@ -31,7 +31,8 @@ from .training import train
 
 __all__ = ["KAANDORP_B_VALUES", "KAANDORP_BOX", "KAANDORP_SNR", "KAANDORP_N", "KAANDORP_N_EVAL", "KAANDORP_REPEATS",
            "KAANDORP_NETWORKS", "KAANDORP_TRAINING", "KAANDORP_PUBLISHED", "kaandorp_data", "kaandorp_network",
-           "ivimnet_training_filter", "train_published", "score_published", "reproduce_kaandorp"]
+           "ivimnet_training_filter", "train_published", "score_published", "reproduce_kaandorp", "kaandorp_rows",
+           "PAPER_NAMES"]
 
 #: b-values of IVIMNET's simulations, s/mm^2.
 KAANDORP_B_VALUES = np.array([0, 5, 10, 20, 30, 40, 60, 150, 300, 500, 700], dtype=float)
@@ -227,7 +228,7 @@ def _train_and_predict(job):
     return predict(net, signals[:n_eval], noise="gaussian"), net.history
 
 
-def reproduce_kaandorp(names=("optim", "orig"), *, n=KAANDORP_N, n_eval=KAANDORP_N_EVAL, repeats=KAANDORP_REPEATS,
+def reproduce_kaandorp(names=("optim", "orig"), *, n=KAANDORP_N, n_eval=None, repeats=KAANDORP_REPEATS,
                        data_seed=0, workers=1, max_epochs=None):
     """Kaandorp et al.'s simulation study at SNR 20, on their settings, beside their published numbers.
 
@@ -239,7 +240,8 @@ def reproduce_kaandorp(names=("optim", "orig"), *, n=KAANDORP_N, n_eval=KAANDORP
     ----------
     names : sequence of {"optim", "orig"}
     n, n_eval, repeats : int, keyword-only
-        Published: 1,000,000, 10,000 and (here) 5.
+        Published: 1,000,000, 10,000 and (here) 5. ``n_eval`` defaults to
+        ``KAANDORP_N_EVAL``, or ``n`` when that is smaller.
     data_seed : int
         Seed of the simulated signals.
     workers : int
@@ -258,7 +260,8 @@ def reproduce_kaandorp(names=("optim", "orig"), *, n=KAANDORP_N, n_eval=KAANDORP
     for name in names:
         if name not in KAANDORP_NETWORKS:
             raise ValueError(f"names must be among {list(KAANDORP_NETWORKS)}, got {name!r}.")
-    n, n_eval, repeats = (check_whole(v, name=k) for k, v in (("n", n), ("n_eval", n_eval), ("repeats", repeats)))
+    n, repeats = check_whole(n, name="n"), check_whole(repeats, name="repeats")
+    n_eval = min(KAANDORP_N_EVAL, n) if n_eval is None else check_whole(n_eval, name="n_eval")
     if n_eval > n:
         raise ValueError(f"n_eval ({n_eval}) cannot exceed n ({n}): the networks are scored on the first n_eval "
                          "of their training signals.")
@@ -277,3 +280,34 @@ def reproduce_kaandorp(names=("optim", "orig"), *, n=KAANDORP_N, n_eval=KAANDORP
         out["measured"][name] = score_published([e for e, _ in mine], truth)
         out["trainings"][name] = [h for _, h in mine]
     return out
+
+
+def kaandorp_rows(measured, published=KAANDORP_PUBLISHED):
+    """``reproduce_kaandorp``'s scores beside the published ones, one row per network and measure.
+
+    Parameters
+    ----------
+    measured : dict
+        ``{network: score}`` (``reproduce_kaandorp(...)["measured"]`` or the benchmark's JSON).
+    published : dict
+        The paper's numbers, same shape.
+
+    Returns
+    -------
+    list of dict
+        ``network``, ``measure`` (e.g. ``"NRMSE D"``, ``"rho(D*, f)"``), ``published``, ``measured``
+        (a ``(mean, sd)`` pair over retrainings where the SD is known, as ``markdown_table`` prints it)
+        and ``ratio`` (measured / published).
+    """
+    rows = []
+    for network, score in measured.items():
+        ref = published[network]
+        for measure in ("NRMSE", "CV_NET"):
+            for paper in PAPER_NAMES.values():
+                value, sd = score[measure][paper], score.get(f"{measure}_sd", {}).get(paper)
+                rows.append({"network": network, "measure": f"{measure} {paper}", "published": ref[measure][paper],
+                             "measured": value if sd is None else (value, sd), "ratio": value / ref[measure][paper]})
+        value, sd = score["rho_Dstar_f"], score.get("rho_Dstar_f_sd")
+        rows.append({"network": network, "measure": "rho(D*, f)", "published": ref["rho_Dstar_f"],
+                     "measured": value if sd is None else (value, sd), "ratio": value / ref["rho_Dstar_f"]})
+    return rows

@@ -106,7 +106,7 @@ def compare_barbieri(*, n_train=1_000_000, n_test=BARBIERI_N_TEST, sds=BARBIERI_
     list of dict
         One row per SD, method and parameter: ``sd``, ``snr``, ``method`` (``BARBIERI_METHODS``),
         ``param``, ``rmse`` (mm^2/s for Dp and Dt, fraction for Fp) and, for IVIM-NET, ``rmse_sd``
-        (its SD over training seeds) and ``seeds``.
+        (its SD over training seeds) and ``trainings``.
     """
     n_train, n_test = check_whole(n_train, name="n_train"), check_whole(n_test, name="n_test")
     seeds = [int(s) for s in seeds]
@@ -133,6 +133,6 @@ def compare_barbieri(*, n_train=1_000_000, n_test=BARBIERI_N_TEST, sds=BARBIERI_
                 row = {"sd": float(sd), "snr": BARBIERI_S0 / float(sd), "method": method, "param": p,
                        "rmse": float(np.mean(per))}
                 if method == "IVIM-NET":
-                    row.update(rmse_sd=float(np.std(per, ddof=1)) if len(per) > 1 else None, seeds=len(per))
+                    row.update(rmse_sd=float(np.std(per, ddof=1)) if len(per) > 1 else None, trainings=len(per))
                 rows.append(row)
     return rows
