@@ -34,7 +34,7 @@ _SOURCES = {
     "imaging.mask": ["has_background", "make_mask", "otsu_threshold"],
     "imaging.methods": ["CLASSICAL_METHODS", "DEFAULT_METHOD", "LABELS", "METHODS", "NETWORK_METHODS", "PRETRAINED_METHODS", "Method",
                         "register"],
-    "core.metrics": ["AGREEMENT", "PARAMS", "check_agreement", "cv_across", "cv_net", "markdown_table", "normalised_bias", "nrmse",
+    "core.metrics": ["AGREEMENT", "PARAMS", "SCAN_CHECKS", "check_agreement", "check_scan", "cv_across", "cv_net", "markdown_table", "normalised_bias", "nrmse",
                 "pivot", "region_stats", "repeatability", "roi_medians", "spearman"],
     "core.signal_model": ["FIT_BOUNDS", "PARAMETER_BOX", "SEED_B_VALUES", "IVIMParams", "ivim"],
     "core.prior": ["IN_VIVO_PRIOR", "SEED_PRIOR", "Prior"],

@@ -40,6 +40,7 @@ SMALL = {
     "BARBIERI_SEEDS": 2,
     "KAANDORP_N": 4000,
     "KAANDORP_REPEATS": 2,
+    "HALF_METHODS": ["lsq"],
 }
 
 #: What each notebook must leave behind: files in OUTPUT_DIR and figures in FIGURE_DIR.
