@@ -113,7 +113,7 @@ def test_reproduce_kaandorp_small():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # 3 epochs on 4,000 signals: far from trained
-        out = kp.reproduce_kaandorp(("orig",), n=4_000, n_eval=500, repeats=2, max_epochs=3)
+        out = kp.reproduce_kaandorp(("orig",), n=4_000, n_eval=500, repeats={"orig": 2}, max_epochs=3)
     assert set(out["measured"]) == {"orig"} and out["published"]["orig"] == kp.KAANDORP_PUBLISHED["orig"]
     m = out["measured"]["orig"]
     assert set(m["NRMSE"]) == set(m["CV_NET"]) == {"D", "f", "Dstar"}
@@ -128,5 +128,7 @@ def test_reproduce_kaandorp_small():
         iv.nrmse(first.Dt, t.Dt[:500]))
     with pytest.raises(ValueError, match="cannot exceed n"):
         kp.reproduce_kaandorp(("orig",), n=100, n_eval=500)
+    with pytest.raises(ValueError, match="one per network"):
+        kp.reproduce_kaandorp(("orig",), n=4_000, repeats={"optim": 2})
     with pytest.raises(ValueError, match="names must be among"):
         kp.reproduce_kaandorp(("both",))

@@ -370,6 +370,72 @@ def _osipi(result):
     return text
 
 
+def _kaandorp(result):
+    from ivim_demo.nets.published import kaandorp_rows
+
+    main = {k: v for k, v in result["measured"].items() if k in result["published"]}
+    rows = kaandorp_rows(main, result["published"])
+    for r in rows:
+        r["measured"] = (f"{r['measured'][0]:.3f} ± {r['measured'][1]:.3f}" if isinstance(r["measured"], (list, tuple))
+                         else f"{r['measured']:.3f}")
+        r["ratio"] = f"{r['ratio']:.2f}"
+    repeats = ", ".join(f"{k} {v.get('repeats', result['settings'].get('repeats', '?'))}" for k, v in main.items())
+    text = (f"Measured {result['date']} on {result['machine']}; retrainings: {repeats} (seeds 0, 1, ...). "
+            "*measured*: mean ± SD over retrainings, scored as IVIMNET's code scores (the first 10,000 training "
+            "signals); *ratio*: measured / published.\n\n" + markdown_table(rows, digits=3))
+    project = [v for v in result["measured"] if v.startswith("project")]
+    if project:
+        table = []
+        for v in project:
+            m = result["measured"][v]
+            table.append({"variant": v, **{f"NRMSE {k}": f"{m['NRMSE'][k]:.3f} ± {m['NRMSE_sd'][k]:.3f}"
+                                          for k in ("D", "f", "Dstar")},
+                          "rho(D*, f)": f"{m['rho_Dstar_f']:.2f} ± {m['rho_Dstar_f_sd']:.2f}",
+                          "retrainings": m.get("repeats", len(result["trainings"][v]))})
+        text += ("\n\n**The project's optim recipe on the same signals, and with one of IVIMNET's settings at a "
+                 "time** (`project+...`; mean ± SD over retrainings)\n\n" + markdown_table(table))
+    return text
+
+
+def _barbieri(rows):
+    out = []
+    for p in PARAMS:
+        unit = "× 10⁻³ mm²/s" if p != "Fp" else ""
+        scale = 1e3 if p != "Fp" else 1.0
+        for method in dict.fromkeys(r["method"] for r in rows):
+            mine = sorted((r for r in rows if r["method"] == method and r["param"] == p), key=lambda r: r["sd"])
+            cell = {}
+            for r in mine:
+                sd = r.get("rmse_sd")
+                cell[f"SD {r['sd']:g}"] = (f"{r['rmse'] * scale:.3g} ± {sd * scale:.2g}" if sd else f"{r['rmse'] * scale:.3g}")
+            out.append({"parameter": f"{p} {unit}".strip(), "method": method, **cell})
+    return ("Absolute RMSE (Dp and Dt in 10⁻³ mm²/s, Fp a fraction) at each test noise SD (S0 = 1500: SNR "
+            "100 at SD 15, 10 at SD 150); IVIM-NET: mean ± SD over its training seeds. From "
+            "`figures/05_barbieri2020.json` (notebook 05, `make demo`).\n\n" + markdown_table(out))
+
+
+def _repeatability(result):
+    out = []
+    for s in result["summary"]:
+        if s["roi"] not in ("liver", "spleen", "kidney", "pancreas"):
+            continue
+
+        def cell(key):
+            v, sd = s[key], s.get(f"{key}_sd")
+            return f"{v:.2f}" if sd is None else f"{v:.2f} ± {sd:.2f}"
+
+        out.append({"organ": s["roi"], "method": s["method"],
+                    **{f"wCV {p} (voxel)": cell(f"{p}_wcv_voxel") for p in ("Dt", "Fp", "Dp")},
+                    **{f"wCV {p} (median)": cell(f"{p}_wcv_median") for p in ("Dt", "Fp")},
+                    "between-subject CV Dt": f"{s['Dt_cv_between']:.2f}" if s["Dt_cv_between"] is not None else "",
+                    "volunteers": len(s["volunteers"])})
+    out.sort(key=lambda r: (["liver", "spleen", "kidney", "pancreas"].index(r["organ"])))
+    return (f"Measured {result['date']} on {result['machine']}. Within-subject CV between the two halves of each "
+            "volunteer's series (`iv.repeatability`), averaged over the volunteers whose ROI has at least 10 voxels; "
+            "networks: mean ± SD over training seeds 0, 1, 2. Between-subject CV: of the ROI medians across "
+            "volunteers.\n\n" + markdown_table(out))
+
+
 def render(root=ROOT):
     """Table name -> Markdown, for every result file present."""
     tables = {}
@@ -378,6 +444,9 @@ def render(root=ROOT):
         tables["comparison"] = _comparison(json.loads(comparison.read_text()))
     results = root / "benchmarks" / "results"
     for name, render_fn, path in (("ablation", _ablation, root / "figures" / "06_ablation.json"),
+                                  ("kaandorp2021", _kaandorp, results / "kaandorp2021.json"),
+                                  ("barbieri2020", _barbieri, root / "figures" / "05_barbieri2020.json"),
+                                  ("repeatability", _repeatability, results / "repeatability.json"),
                                   ("beyond", _beyond, root / "figures" / "06_beyond.json"),
                                   ("targets", _targets, results / "targets.json"),
                                   ("in_vivo", _in_vivo, results / "in_vivo.json"),

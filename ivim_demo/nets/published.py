@@ -239,9 +239,11 @@ def reproduce_kaandorp(names=("optim", "orig"), *, n=KAANDORP_N, n_eval=None, re
     Parameters
     ----------
     names : sequence of {"optim", "orig"}
-    n, n_eval, repeats : int, keyword-only
-        Published: 1,000,000, 10,000 and (here) 5. ``n_eval`` defaults to
+    n, n_eval : int, keyword-only
+        Published: 1,000,000 and 10,000. ``n_eval`` defaults to
         ``KAANDORP_N_EVAL``, or ``n`` when that is smaller.
+    repeats : int or dict
+        Retrainings of every network, or ``{name: retrainings}`` (at least 2 for CV_NET; default 5).
     data_seed : int
         Seed of the simulated signals.
     workers : int
@@ -260,12 +262,16 @@ def reproduce_kaandorp(names=("optim", "orig"), *, n=KAANDORP_N, n_eval=None, re
     for name in names:
         if name not in KAANDORP_NETWORKS:
             raise ValueError(f"names must be among {list(KAANDORP_NETWORKS)}, got {name!r}.")
-    n, repeats = check_whole(n, name="n"), check_whole(repeats, name="repeats")
+    n = check_whole(n, name="n")
+    counts = repeats if isinstance(repeats, dict) else {name: repeats for name in names}
+    if set(counts) != set(names):
+        raise ValueError(f"repeats must be one number or one per network of {list(names)}, got {repeats!r}.")
+    counts = {name: check_whole(counts[name], name=f"repeats of {name}") for name in names}
     n_eval = min(KAANDORP_N_EVAL, n) if n_eval is None else check_whole(n_eval, name="n_eval")
     if n_eval > n:
         raise ValueError(f"n_eval ({n_eval}) cannot exceed n ({n}): the networks are scored on the first n_eval "
                          "of their training signals.")
-    jobs = [(name, seed, n, n_eval, data_seed, max_epochs) for name in names for seed in range(repeats)]
+    jobs = [(name, seed, n, n_eval, data_seed, max_epochs) for name in names for seed in range(counts[name])]
     if workers <= 1:
         results = [_train_and_predict(job) for job in jobs]
     else:
