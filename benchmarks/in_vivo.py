@@ -71,6 +71,8 @@ def main():
     parser.add_argument("--rescore", action="store_true", help="recompute the checks of the JSON's rows; no fits")
     args = parser.parse_args()
     if args.rescore:
+        if not OUT.is_file():
+            raise SystemExit(f"--rescore needs {OUT}: run the benchmark first.")
         result = json.loads(OUT.read_text())
         result["rows"] = score(result["rows"])
         result.update(agreement=iv.AGREEMENT, scan_checks=iv.SCAN_CHECKS)
@@ -106,9 +108,12 @@ def score(rows):
     """Each row's ``checks`` (``check_scan`` against the least-squares row of its dataset) and ``passed``, and its
     ``reference_checks`` (``check_agreement``: the authors' maps or the phantom's truth, context)."""
     lsq = {r["dataset"]: r["rois"] for r in rows if r["method"] == "lsq"}
+    missing = sorted({r["dataset"] for r in rows} - set(lsq))
+    if missing:
+        raise SystemExit(f"no least-squares row for {missing}: check_scan compares with it; run --methods lsq.")
     for r in rows:
-        r["checks"] = iv.check_scan(r["rois"], lsq[r["dataset"]]) if r["dataset"] in lsq else []
-        r["passed"] = bool(r["checks"]) and all(c["ok"] for c in r["checks"])
+        r["checks"] = iv.check_scan(r["rois"], lsq[r["dataset"]])
+        r["passed"] = all(c["ok"] for c in r["checks"])
         r["reference_checks"] = iv.check_agreement(r["rois"])
         r["reference_passed"] = all(c["ok"] for c in r["reference_checks"])
     return rows

@@ -13,8 +13,9 @@ recorded as ``held_out``. The variant ``project`` is this project's own ``optim`
 variants ``project+...`` (``PROJECT_STEPS``) add one of IVIMNET's settings each.
 
 Each training's estimates are cached in ``benchmarks/.cache/kaandorp2021`` (one file per variant and
-seed), so an interrupted run resumes where it stopped; the JSON is written once every variant asked
-for has all its trainings. ``--quick`` trains on 20,000 signals for at most 3 epochs (a smoke test;
+seed), so an interrupted run resumes where it stopped (the cache knows no settings: delete the folder
+after changing the code or the settings); the JSON is written once every variant asked for has all
+its trainings. ``--quick`` trains on 20,000 signals for at most 3 epochs (a smoke test;
 nothing written).
 """
 from __future__ import annotations

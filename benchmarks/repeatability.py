@@ -9,8 +9,9 @@ less any voxel invalid in a half); networks are trained on each half, with seeds
 volunteer and ROI (liver, spleen, kidney, pancreas): the within-subject CV of each parameter, per
 voxel and of the ROI medians (``iv.repeatability``). Across volunteers: the between-subject CV of the
 ROI medians (the mean of the two halves). Each fit's maps are cached in
-``benchmarks/.cache/repeatability`` so an interrupted run resumes; ``--quick`` runs volunteer1 with
-lsq only and writes nothing.
+``benchmarks/.cache/repeatability`` so an interrupted run resumes (the cache knows no settings: delete
+it after changing the code or the settings); ``--quick`` runs volunteer1 with lsq only and writes
+nothing.
 """
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ def main():
 
 
 def summarise(rows, methods):
-    """Per method and organ: the wCVs averaged over volunteers (and seeds), with their spread over seeds,
+    """Per method and organ: the wCVs pooled over volunteers (root mean square), averaged over seeds with their spread,
     and the between-subject CV of the ROI medians across volunteers (per seed, then averaged)."""
     out = []
     for m in methods:
@@ -129,7 +130,9 @@ def summarise(rows, methods):
             seeds = sorted({r["seed"] for r in mine}, key=lambda s: -1 if s is None else s)
             for p in iv.PARAMS:
                 for kind in ("voxel", "median"):
-                    per_seed = [np.nanmean([r[f"{p}_wcv_{kind}"] for r in mine if r["seed"] == s]) for s in seeds]
+                    # pooled over volunteers as a root mean square (a mean of |d| / sqrt(2) / m would be biased low)
+                    per_seed = [np.sqrt(np.nanmean(np.square([r[f"{p}_wcv_{kind}"] for r in mine if r["seed"] == s])))
+                                for s in seeds]
                     line[f"{p}_wcv_{kind}"] = float(np.mean(per_seed))
                     line[f"{p}_wcv_{kind}_sd"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None
                 between = []

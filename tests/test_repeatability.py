@@ -94,3 +94,17 @@ def test_cv_net():
     assert iv.cv_net(est, [2.0, 2.0]) == pytest.approx(np.sqrt(0.5) / 2)
     with pytest.raises(ValueError, match="n_repeats >= 2"):
         iv.cv_net(est[:1], [2.0, 2.0])
+
+
+def test_check_scan_against_least_squares():
+    lsq = [{"roi": "liver", "Dt": 1.0e-3, "Fp": 0.25}, {"roi": "spleen", "Dt": 0.8e-3, "Fp": 0.08}]
+    same = iv.check_scan(lsq, lsq)
+    assert [c["ok"] for c in same] == [True, True, True] and same[0]["value"] == 0
+    fit = [{"roi": "liver", "Dt": 1.3e-3, "Fp": 0.20}, {"roi": "spleen", "Dt": 1.09e-3, "Fp": 0.15}]
+    checks = {c["check"]: c for c in iv.check_scan(fit, lsq)}
+    assert checks["liver Dt vs least squares"]["value"] == pytest.approx(0.3) and not checks["liver Dt vs least squares"]["ok"]
+    assert not checks["spleen Dt vs least squares"]["ok"]  # 1.09 / 0.8 - 1 = 36 % > 35 %
+    assert iv.check_scan([fit[0], {**fit[1], "Dt": 1.07e-3}], lsq)[1]["ok"]  # 34 %
+    assert checks["liver Fp - spleen Fp"]["value"] == pytest.approx(0.05) and not checks["liver Fp - spleen Fp"]["ok"]
+    with pytest.raises(ValueError, match="liver and spleen"):
+        iv.check_scan(fit[:1], lsq)

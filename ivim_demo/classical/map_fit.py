@@ -41,7 +41,7 @@ class EmpiricalPrior(NamedTuple):
     Fp: tuple
 
 
-def empirical_prior(estimates: IVIMParams) -> EmpiricalPrior:
+def empirical_prior(estimates: IVIMParams, *, bounds=None) -> EmpiricalPrior:
     """Fit Barbieri et al.'s empirical prior to parameter estimates (e.g. ``fit_lsq`` of the same voxels).
 
     Estimates with any of Dp, Dt or Fp outside (1e-8, 1 - 1e-8) are left out,
@@ -54,6 +54,10 @@ def empirical_prior(estimates: IVIMParams) -> EmpiricalPrior:
     ----------
     estimates : IVIMParams
         Arrays of any shape (flattened).
+    bounds : dict, optional
+        The bounds of the fit that made ``estimates`` (e.g. ``FIT_BOUNDS`` for
+        ``fit_lsq``): estimates within 1e-6 of a bound's range from it are left
+        out too (their fit's bounds were (0, 1), which the rule above covers).
 
     Returns
     -------
@@ -70,6 +74,10 @@ def empirical_prior(estimates: IVIMParams) -> EmpiricalPrior:
     valid = np.ones(dp.shape, bool)
     for v in (dp, dt, fp):
         valid &= (np.nan_to_num(v) > 1e-8) & (np.nan_to_num(v) < 1 - 1e-8)
+    for name, v in zip(("Dp", "Dt", "Fp"), (dp, dt, fp)):
+        if bounds is not None and name in bounds:
+            lo, hi = (float(x) for x in bounds[name])
+            valid &= (v > lo + 1e-6 * (hi - lo)) & (v < hi - 1e-6 * (hi - lo))
     if valid.sum() < 10:
         raise ValueError(f"only {int(valid.sum())} voxel(s) have Dp, Dt and Fp strictly inside (0, 1): too few to "
                          "estimate a prior from; fit more voxels by least squares first.")
@@ -91,7 +99,9 @@ def fit_map(signals, b_values, *, prior: EmpiricalPrior, steps: int = 40, start=
               - (1 - F_p) e^{-b D_t}\right)^2 - \log p(D_p) - \log p(D_t) - \log p(F_p)
 
     (:math:`n` the number of b-values > 0; the first term is the likelihood
-    with the noise SD integrated out under a Jeffreys prior) subject to
+    with the noise SD integrated out, the exponent (n + 1)/2 of their code
+    corresponding to a prior :math:`p(\sigma) \propto \sigma^{-2}`; Jeffreys'
+    :math:`1/\sigma` would give n/2) subject to
     :math:`D_t < D_p` and each parameter in (0, 1), with the priors of
     ``empirical_prior``. Their code adds 1e-8 to each prior density; so does
     this one. All voxels are minimised together, each by damped Newton steps
@@ -135,10 +145,14 @@ def fit_map(signals, b_values, *, prior: EmpiricalPrior, steps: int = 40, start=
         first = np.stack([np.ravel(np.asarray(getattr(start, p), float)) for p in ("Dp", "Dt", "Fp")], axis=1)
         if first.shape != starts[0].shape:
             raise ValueError(f"start must hold one estimate per voxel ({len(flat)}), got {len(first)}.")
+        # a failed start (NaN, e.g. a masked voxel) is replaced by theirs; Dp < Dt is the same curve with Fp -> 1 - Fp
+        first = np.where(np.isfinite(first).all(axis=1, keepdims=True), first, starts[0])
+        swapped = first[:, 0] < first[:, 1]
+        first = np.where(swapped[:, None], first[:, [1, 0, 2]] * [1, 1, -1] + [0, 0, 1], first)
         starts.append(first)
     p0 = np.concatenate(starts)
-    dt0 = np.clip(np.minimum(p0[:, 1], p0[:, 0]), 1e-6, 0.5)
-    gap0 = np.clip(np.abs(p0[:, 0] - p0[:, 1]), 1e-5, 0.5)
+    dt0 = np.clip(p0[:, 1], 1e-6, 0.5)
+    gap0 = np.clip(p0[:, 0] - p0[:, 1], 1e-5, 0.5)
     f0 = np.clip(p0[:, 2], 1e-4, 1 - 1e-4)
     theta = torch.tensor(np.stack([np.log(gap0), np.log(dt0), np.log(f0 / (1 - f0))], axis=1))
     xs = x.repeat(len(starts), 1)
@@ -187,7 +201,7 @@ def fit_map(signals, b_values, *, prior: EmpiricalPrior, steps: int = 40, start=
             damping = torch.where(better, damping / 3, damping * 4).clamp(1e-9, 1e9)
     dp, dt, fp = parameters(theta)
     value = value.numpy().reshape(len(starts), -1)
-    best = np.argmin(value, axis=0)
+    best = np.argmin(np.where(np.isfinite(value), value, np.inf), axis=0)
     pick = best * len(flat) + np.arange(len(flat))
     out = [v.numpy()[pick].reshape(shape) for v in (dp, dt, fp)]
     return IVIMParams(out[0], out[1], out[2], None)

@@ -183,12 +183,19 @@ def repeatability(first: IVIMParams, second: IVIMParams, labels, names: dict, *,
     list of dict
         One row per ROI: ``roi``, ``voxels``, and for Dp, Dt and Fp
         ``<p>_wcv_voxel``, ``<p>_wcv_median`` (fractions) and ``<p>_median``
-        (the mean of the two medians); NaN for an ROI with no voxel.
+        (the mean of the two medians); NaN for an ROI with no voxel, and
+        for a wCV whose mean is 0 (a parameter at its bound in both halves).
+        To pool wCVs over subjects, take their root mean square.
     """
     labels = np.asarray(labels)
     keep = np.ones(labels.shape, bool) if mask is None else np.asarray(mask, bool)
     if keep.shape != labels.shape:
         raise ValueError(f"mask has shape {keep.shape} but labels have {labels.shape}; give them one shape.")
+    for which, maps in (("first", first), ("second", second)):
+        shapes = {p: np.shape(getattr(maps, p)) for p in PARAMS}
+        if any(s != labels.shape for s in shapes.values()):
+            raise ValueError(f"the {which} maps have shapes {shapes} but labels have {labels.shape}; give maps and "
+                             "labels of one image.")
     rows = []
     for label, name in names.items():
         inside = (labels == label) & keep
@@ -202,8 +209,8 @@ def repeatability(first: IVIMParams, second: IVIMParams, labels, names: dict, *,
                 continue
             a, b = np.asarray(getattr(first, p), float)[inside], np.asarray(getattr(second, p), float)[inside]
             ma, mb = np.median(a), np.median(b)
-            row[f"{p}_wcv_voxel"] = float(np.sqrt(np.mean((a - b) ** 2 / 2)) / np.mean((a + b) / 2))
-            with np.errstate(invalid="ignore", divide="ignore"):  # both medians 0 (a fit at its bound): NaN
+            with np.errstate(invalid="ignore", divide="ignore"):  # a mean of 0 (a fit at its bound): NaN
+                row[f"{p}_wcv_voxel"] = float(np.sqrt(np.mean((a - b) ** 2 / 2)) / np.mean((a + b) / 2))
                 row[f"{p}_wcv_median"] = float(abs(ma - mb) / np.sqrt(2) / ((ma + mb) / 2))
             row[f"{p}_median"] = float((ma + mb) / 2)
         rows.append(row)
@@ -251,11 +258,17 @@ def check_scan(rows, lsq_rows):
         if organ not in by or organ not in lsq:
             raise ValueError(f"check_scan needs liver and spleen rows for the fit and for least squares; got "
                              f"{list(by)} and {list(lsq)}.")
+        for who, row in (("the fit", by[organ]), ("least squares", lsq[organ])):
+            if not (np.isfinite(row["Dt"]) and np.isfinite(row["Fp"])):
+                raise ValueError(f"{who} has no {organ} median (NaN): the {organ} ROI has no fitted voxel; check the "
+                                 "mask and the ROI labels.")
+        if not lsq[organ]["Dt"] > 0:
+            raise ValueError(f"least squares' {organ} Dt median is {lsq[organ]['Dt']}: at its bound, it cannot be "
+                             "compared with; look at its map (noise, mask) before judging another method by it.")
     out = []
     for organ in ("liver", "spleen"):
         tol = SCAN_CHECKS[f"Dt_{organ}_vs_lsq"]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            err = float(abs(by[organ]["Dt"] - lsq[organ]["Dt"]) / lsq[organ]["Dt"])
+        err = float(abs(by[organ]["Dt"] - lsq[organ]["Dt"]) / lsq[organ]["Dt"])
         out.append({"check": f"{organ} Dt vs least squares", "value": err, "limit": f"<= {tol:.0%}",
                     "ok": bool(err <= tol)})
     contrast = by["liver"]["Fp"] - by["spleen"]["Fp"]

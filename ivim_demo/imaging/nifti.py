@@ -134,7 +134,7 @@ def read_scan(nifti_path, bvals_path, *, average=None, noise="auto", half=None) 
     """
     if noise != "auto":
         check_noise(noise)
-    if half is not None and (isinstance(half, bool) or half not in HALVES):
+    if half is not None and (isinstance(half, bool) or not isinstance(half, (int, np.integer)) or half not in HALVES):
         raise ValueError(f"half must be None (the whole series), 1 or 2, got {half!r}.")
     if average not in (None, "geometric", "arithmetic"):
         raise ValueError(f"average must be 'geometric' or 'arithmetic', got {average!r}.")

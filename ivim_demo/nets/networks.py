@@ -8,6 +8,8 @@ ground-truth parameters are ever needed (Barbieri et al., MRM 2020).
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import torch
 from torch import nn
@@ -197,11 +199,14 @@ class IVIMNetOptim(nn.Module):
         hi = np.array([bounds[k][1] for k in _ORDER], dtype=float)
         if not 0 <= dropout < 1 or int(depth) < 1:
             raise ValueError("dropout must be in [0, 1) and depth >= 1.")
-        if not (isinstance(widen, (int, float)) and 0 <= widen <= 1):
+        if isinstance(widen, (bool, np.bool_)) or not (isinstance(widen, numbers.Real) and 0 <= widen <= 1):
             raise ValueError(f"widen must be a fraction of the bounds' range in [0, 1], got {widen!r}.")
         if amplitudes and not fit_s0:
             raise ValueError("amplitudes=True is IVIMNET's form of a fitted S0: it needs fit_s0=True.")
         lo, hi = (lo - widen * (hi - lo)).astype(np.float32), (hi + widen * (hi - lo)).astype(np.float32)
+        if amplitudes and lo[2] + lo[3] <= 0:
+            raise ValueError(f"with amplitudes=True the lowest Fp and S0 amplitudes must sum to more than 0 (S0 = their "
+                             f"sum divides Fp), got {lo[2]:.3g} + {lo[3]:.3g} after widening; raise the S0 bound.")
         if width is not None and (isinstance(width, bool) or int(width) != width or width < 1):
             raise ValueError(f"width must be a whole number >= 1 (or None: the number of b-values), got {width!r}.")
         self.register_buffer("b_values", torch.tensor(b, dtype=torch.float32))

@@ -232,10 +232,14 @@ def train(
                         validation_fraction=validation_fraction)
     if weights not in ("best", "last"):
         raise ValueError(f"weights must be 'best' or 'last', got {weights!r}.")
-    if not (isinstance(weight_decay, (int, float)) and np.isfinite(weight_decay) and weight_decay >= 0):
+    if isinstance(weight_decay, bool) or not (isinstance(weight_decay, numbers.Real) and np.isfinite(weight_decay)
+                                               and weight_decay >= 0):
         raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}.")
     if clip is not None and not (np.shape(clip) == (2,) and np.all(np.isfinite(clip)) and clip[0] < clip[1]):
         raise ValueError(f"clip must be None or a (low, high) pair of numbers with low < high, got {clip!r}.")
+    if clip is not None and targets is not None:
+        raise ValueError("clip clamps the reconstruction of unsupervised training; supervised training (targets=) "
+                         "has no reconstruction in its loss: leave clip out.")
     dev = device()
     s, X, Y, box_units, gen, val, fit = training_inputs(net, signals, targets, validation_fraction, batch_size, seed, dev,
                                                         sigma, negative=check_noise(noise) == "gaussian")
