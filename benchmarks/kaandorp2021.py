@@ -81,8 +81,15 @@ def run(job):
 
 
 def score(estimates, truth):
-    """``score_published`` of cached (repeats, 3, n) estimates."""
-    return kp.score_published([iv.IVIMParams(*e, None) for e in np.asarray(estimates)], truth)
+    """``score_published`` of cached (repeats, 3, n) estimates, and how far each network shrinks D*: the slope of
+    its estimates against the truth (1: follows the data, 0: one answer for all) and their SD (truth: ``truth_sd``),
+    means over retrainings."""
+    est = np.asarray(estimates)
+    out = kp.score_published([iv.IVIMParams(*e, None) for e in est], truth)
+    out["Dstar_slope"] = float(np.mean([np.polyfit(truth.Dp, e[0], 1)[0] for e in est]))
+    out["Dstar_estimate_sd"] = float(np.mean([e[0].std() for e in est]))
+    out["Dstar_truth_sd"] = float(np.std(truth.Dp))
+    return out
 
 
 def main():

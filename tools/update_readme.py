@@ -373,7 +373,7 @@ def _osipi(result):
 def _kaandorp(result):
     from ivim_demo.nets.published import kaandorp_rows
 
-    main = {k: v for k, v in result["measured"].items() if k in result["published"]}
+    main = {k: result["measured"][k] for k in result["published"] if k in result["measured"]}
     rows = kaandorp_rows(main, result["published"])
     for r in rows:
         r["measured"] = (f"{r['measured'][0]:.3f} ± {r['measured'][1]:.3f}" if isinstance(r["measured"], (list, tuple))
@@ -383,7 +383,7 @@ def _kaandorp(result):
     text = (f"Measured {result['date']} on {result['machine']}; retrainings: {repeats} (seeds 0, 1, ...). "
             "*measured*: mean ± SD over retrainings, scored as IVIMNET's code scores (the first 10,000 training "
             "signals); *ratio*: measured / published.\n\n" + markdown_table(rows, digits=3))
-    project = [v for v in result["measured"] if v.startswith("project")]
+    project = sorted(v for v in result["measured"] if v.startswith("project"))
     if project:
         table = []
         for v in project:
@@ -391,9 +391,17 @@ def _kaandorp(result):
             table.append({"variant": v, **{f"NRMSE {k}": f"{m['NRMSE'][k]:.3f} ± {m['NRMSE_sd'][k]:.3f}"
                                           for k in ("D", "f", "Dstar")},
                           "rho(D*, f)": f"{m['rho_Dstar_f']:.2f} ± {m['rho_Dstar_f_sd']:.2f}",
+                          "slope of D* on the truth": f"{m['Dstar_slope']:.2f}",
                           "retrainings": m.get("repeats", len(result["trainings"][v]))})
+        table.insert(0, {"variant": "optim (IVIMNET's recipe)", **{f"NRMSE {k}": f"{result['measured']['optim']['NRMSE'][k]:.3f}"
+                                                               for k in ("D", "f", "Dstar")},
+                         "rho(D*, f)": f"{result['measured']['optim']['rho_Dstar_f']:.2f}",
+                         "slope of D* on the truth": f"{result['measured']['optim']['Dstar_slope']:.2f}",
+                         "retrainings": result["measured"]["optim"]["repeats"]})
         text += ("\n\n**The project's optim recipe on the same signals, and with one of IVIMNET's settings at a "
-                 "time** (`project+...`; mean ± SD over retrainings)\n\n" + markdown_table(table))
+                 "time** (`project+...`; mean ± SD over retrainings; *slope*: of the estimated D* against the true "
+                 "D*, 1 for estimates that follow the data, lower for estimates shrunk towards the middle)\n\n"
+                 + markdown_table(table))
     return text
 
 
