@@ -240,14 +240,17 @@ def check_box(box, *, name: str = "box", keys=("Dp", "Dt", "Fp"), defaults=None)
     return out
 
 
-def check_whole(value, *, name: str, minimum: int = 1) -> int:
+def check_whole(value, *, name: str, minimum: int = 1, strict: bool = False) -> int:
     """Validate a count (chunk size, grid points, iterations): a whole number >= ``minimum``.
+
+    ``strict=True`` also refuses whole floats (3.0), for callers that use the value as given.
 
     Returns
     -------
     int
     """
-    whole = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer())
+    whole = isinstance(value, numbers.Integral) or (not strict and isinstance(value, numbers.Real)
+                                                     and float(value).is_integer())
     if isinstance(value, (bool, np.bool_)) or not whole or value < minimum:
         raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}.")
     return int(value)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..core.checks import check_noise, check_signals, normalise
+from ..core.checks import check_noise, check_signals, check_whole, normalise
 from ..core.metrics import PARAMS
 from .networks import noise_input
 from ..core.signal_model import PARAMETER_BOX
@@ -82,11 +82,6 @@ class TrainHistory:
             "warnings": [str(w) for w in self.warnings],
             "members": int(self.members),
         }
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
 
 
 #: (Dp, Dt, Fp) rows of (low, high): supervised losses are computed in box units (0-1 inside), the
@@ -329,11 +324,11 @@ def check_train_options(*, batch_size, patience, max_epochs, lr, batches_per_epo
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
     for name, value in (("batch_size", batch_size), ("patience", patience), ("max_epochs", max_epochs)):
-        _check_positive_int(name, value)
+        check_whole(value, name=name, strict=True)
     if batches_per_epoch is not None:
-        _check_positive_int("batches_per_epoch", batches_per_epoch)
+        check_whole(batches_per_epoch, name="batches_per_epoch", strict=True)
     if lr_patience is not None:
-        _check_positive_int("lr_patience", lr_patience)
+        check_whole(lr_patience, name="lr_patience", strict=True)
     if not (np.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
 
