@@ -15,6 +15,8 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -438,10 +440,22 @@ def _repeatability(result):
                     "between-subject CV Dt": f"{s['Dt_cv_between']:.2f}" if s["Dt_cv_between"] is not None else "",
                     "volunteers": len(s["volunteers"])})
     out.sort(key=lambda r: (["liver", "spleen", "kidney", "pancreas"].index(r["organ"])))
+    rows = result["rows"]
+    per = []
+    for v in dict.fromkeys(r["volunteer"] for r in rows):
+        for organ in ("liver", "spleen"):
+            for m in ("lsq", "bayes", "supervised", "pretrained", "optim", "ivimnet"):
+                mine = [r for r in rows if r["volunteer"] == v and r["roi"] == organ and r["method"] == m]
+                if mine:
+                    per.append({"volunteer": v, "organ": organ, "voxels": mine[0]["voxels"], "method": m,
+                                **{f"wCV {p}": f"{np.mean([r[f'{p}_wcv_voxel'] for r in mine]):.2f}"
+                                   for p in ("Dp", "Dt", "Fp")}})
     return (f"Measured {result['date']} on {result['machine']}. Within-subject CV between the two halves of each "
             "volunteer's series (`iv.repeatability`), averaged over the volunteers whose ROI has at least 10 voxels; "
             "networks: mean ± SD over training seeds 0, 1, 2. Between-subject CV: of the ROI medians across "
-            "volunteers.\n\n" + markdown_table(out))
+            "volunteers.\n\n" + markdown_table(out)
+            + "\n\n**Per volunteer, liver and spleen** (wCV per voxel; networks: mean over seeds 0, 1, 2)\n\n"
+            + markdown_table(per))
 
 
 def render(root=ROOT):

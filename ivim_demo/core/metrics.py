@@ -159,13 +159,13 @@ def repeatability(first: IVIMParams, second: IVIMParams, labels, names: dict, *,
     For the two maps :math:`a` and :math:`b` of one parameter (e.g. the fits
     of a scan's two halves, ``split_halves``), within each ROI:
 
-    .. math:: \mathrm{wCV_{voxel}} = \sqrt{\langle (a - b)^2 / 2 \rangle} \,/\, \langle (a + b)/2 \rangle
+    .. math:: \mathrm{wCV_{voxel}} = \sqrt{\langle (a - b)^2 / 2 \rangle} \,/\, |\langle (a + b)/2 \rangle|
 
     (the within-voxel SD of two measurements, root-mean-squared over the ROI's
     voxels, relative to the ROI's mean), and for the ROI medians
     :math:`m_a, m_b`:
 
-    .. math:: \mathrm{wCV_{median}} = |m_a - m_b| / \sqrt{2} \,/\, ((m_a + m_b)/2)
+    .. math:: \mathrm{wCV_{median}} = |m_a - m_b| / \sqrt{2} \,/\, |(m_a + m_b)/2|
 
     Parameters
     ----------
@@ -210,8 +210,8 @@ def repeatability(first: IVIMParams, second: IVIMParams, labels, names: dict, *,
             a, b = np.asarray(getattr(first, p), float)[inside], np.asarray(getattr(second, p), float)[inside]
             ma, mb = np.median(a), np.median(b)
             with np.errstate(invalid="ignore", divide="ignore"):  # a mean of 0 (a fit at its bound): NaN
-                row[f"{p}_wcv_voxel"] = float(np.sqrt(np.mean((a - b) ** 2 / 2)) / np.mean((a + b) / 2))
-                row[f"{p}_wcv_median"] = float(abs(ma - mb) / np.sqrt(2) / ((ma + mb) / 2))
+                row[f"{p}_wcv_voxel"] = float(np.sqrt(np.mean((a - b) ** 2 / 2)) / abs(np.mean((a + b) / 2)))
+                row[f"{p}_wcv_median"] = float(abs(ma - mb) / np.sqrt(2) / abs((ma + mb) / 2))
             row[f"{p}_median"] = float((ma + mb) / 2)
         rows.append(row)
     return rows
