@@ -10,10 +10,10 @@ import ivim_demo as iv
 from ivim_demo.classical.map_fit import EmpiricalPrior, empirical_prior, fit_map
 from ivim_demo.teaching import barbieri as bb
 
-pytestmark = pytest.mark.numerics
 B = iv.SEED_B_VALUES
 
 
+@pytest.mark.numerics  # floats through other kernels
 def test_empirical_prior_recovers_known_distributions():
     rng = np.random.default_rng(0)
     dp = stats.lognorm(0.8, scale=0.04).rvs(20_000, random_state=rng)
@@ -39,6 +39,7 @@ def _their_objective(q, x, prior):
             - np.log(stats.beta.pdf(fp, *prior.Fp) + e))
 
 
+@pytest.mark.numerics  # floats through other kernels
 def test_fit_map_reaches_their_minimum():
     s, truth = bb.barbieri_data(3000, sd=75, seed=2)
     lsq = iv.fit_lsq(s, B)

@@ -6,9 +6,9 @@ import torch
 import ivim_demo as iv
 from ivim_demo.nets import published as kp
 
-pytestmark = pytest.mark.numerics
 
 
+@pytest.mark.numerics  # floats through other kernels
 def test_kaandorp_optim_network_matches_ivimnet():
     net = kp.kaandorp_network("optim", seed=0)
     # bounds widened by 30 % of each range (IVIMNET's boundsrange)
@@ -50,6 +50,7 @@ def test_reproduction_option_errors():
         kp.kaandorp_network("best")
 
 
+@pytest.mark.numerics  # floats through other kernels
 def test_kaandorp_data_and_filter():
     s, truth = kp.kaandorp_data(20_000, seed=0)
     assert s.shape == (20_000, 11)
