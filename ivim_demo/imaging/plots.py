@@ -201,6 +201,8 @@ METHOD_STYLES = {
     "IVIM-NET": ("tab:blue", "o"), "IVIM-NET_orig": ("tab:blue", "o"), "IVIM-NET_optim": ("tab:purple", "D"),
     "supervised": ("tab:green", "s"), "LSQ": ("tab:orange", "^"), "segmented": ("tab:brown", "v"),
     "Bayes": ("tab:red", "x"), "pretrained": ("tab:cyan", "P"),
+    # Barbieri et al.'s comparison (notebook 05): the exact posterior is Bayes; their MAP Bayes its own
+    "exact posterior (true prior)": ("tab:red", "x"), "BP (theirs: MAP, empirical prior)": ("tab:pink", "*"),
 }
 
 
@@ -221,6 +223,18 @@ def method_style(name, *, others=()):
     return _OTHER_COLOURS[k % len(_OTHER_COLOURS)], _OTHER_MARKERS[k % len(_OTHER_MARKERS)]
 
 
+def _snr_labels(snrs, *, min_ratio=1.25):
+    """The SNRs to label on a log axis: from the lowest up, each at least ``min_ratio`` above the last one
+    labelled, and the highest always (its label replaces a too-close neighbour's)."""
+    keep = [snrs[0]]
+    for s in snrs[1:]:
+        if s / keep[-1] >= min_ratio:
+            keep.append(s)
+    if keep[-1] != snrs[-1]:
+        keep[-1] = snrs[-1]
+    return keep
+
+
 def plot_metric_vs_snr(rows, *, metric="nrmse", ylabel="NRMSE (RMSE / mean truth)", title=None):
     """One panel per parameter: ``metric`` against SNR, one line per method (``METHOD_STYLES``).
 
@@ -230,7 +244,7 @@ def plot_metric_vs_snr(rows, *, metric="nrmse", ylabel="NRMSE (RMSE / mean truth
         Rows with ``snr``, ``method``, ``param`` and ``metric`` (see ``compare.score``);
         a method whose rows have ``<metric>_sd`` (several trainings) gets error bars of one SD.
     """
-    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     methods = list(dict.fromkeys(r["method"] for r in rows))
     others = [m for m in methods if m not in METHOD_STYLES]
@@ -249,7 +263,9 @@ def plot_metric_vs_snr(rows, *, metric="nrmse", ylabel="NRMSE (RMSE / mean truth
                 ax.plot(x, y, "-", **style, label=method)
         ax.set(xscale="log", xlabel="SNR at b = 0", ylabel=ylabel, title=name)
         ax.xaxis.set_major_locator(FixedLocator(snrs))  # the SNRs simulated, not only 10 and 100
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+        labelled = _snr_labels(snrs)  # close SNRs (10, 11.1, 12.5, ...) would print over each other
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}" if min(
+            abs(v / s - 1) for s in labelled) < 1e-9 else ""))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
