@@ -250,12 +250,19 @@ def _uncertainty(result):
 
 
 def _stacking(result):
+    speed = ROOT / "benchmarks" / "results" / "speed.json"
+    plain = json.loads(speed.read_text())["training"]["seconds_per_epoch"] if speed.is_file() else None
     rows = [{"network": r["network"], "networks stacked": r["networks_stacked"],
              "seconds per epoch": f"{r['seconds_per_epoch']:.2f}", "per network": f"{r['per_network']:.3f}",
-             "× one network's epoch": f"{r['times_one_network']:.2f}"} for r in result["rows"]]
+             "× a one-network stack's epoch": f"{r['times_one_network']:.2f}",
+             "× plain `iv.train`'s epoch": (f"{r['seconds_per_epoch'] / plain:.2f}" if plain and r["network"] == "orig"
+                                           else "")} for r in result["rows"]]
     m = result["machine"]
     head = (f"Measured {result['date']} on {m['cpus']} CPU cores ({m['processor']}, torch {m['torch']}), "
-            f"{result['voxels_per_network']:,} voxels per network.\n\n")
+            f"{result['voxels_per_network']:,} voxels per network. A stack of one network costs more per epoch "
+            "than plain `iv.train` (which uses fused Adam and no vmap): the last column compares with plain "
+            f"`iv.train` on the seed's network ({plain:.2f} s per epoch, `benchmarks/results/speed.json`; not "
+            "measured for optim).\n\n")
     return head + markdown_table(rows)
 
 
