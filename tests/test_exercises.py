@@ -145,3 +145,21 @@ def test_the_box_guess_passes_when_simulated():
         _, truth = iv.training_data(2000, seed=seed)
         guesses = [iv.nrmse(np.full(2000, np.mean(iv.PARAMETER_BOX[p])), getattr(truth, p)) for p in iv.PARAMS]
         assert iv.check("05.1", guesses, quiet=True)
+
+
+@pytest.mark.parametrize("exercise_id, wrong", [("01.2", 0.5), ("07.1", 5), ("03.1", [1, 2, 3]), ("02.1", 7)])
+def test_feedback_does_not_give_the_answer_away(exercise_id, wrong, capsys):
+    """A wrong answer hears that it is wrong (and, for a number, whether it is close), never in which direction or by
+    how much: the answer must be computed, not found by bisection."""
+    iv.check(exercise_id, wrong)
+    out = capsys.readouterr().out
+    assert "hint:" in out
+    for giveaway in ("too high", "too low", "too many", "too few", "off by"):
+        assert giveaway not in out, (exercise_id, out)
+
+
+@pytest.mark.parametrize("exercise_id", ["01.2", "02.3", "05.2", "06.2", "06.3", "07.2", "07.3"])
+def test_hints_lead_rather_than_answer(exercise_id):
+    """These hints used to be the solution's code; they now name the steps, not the calls that do them all."""
+    hint = iv.EXERCISES[exercise_id]
+    assert hint.count("(") <= 3 and "np.median(fits" not in hint and "return (" not in hint, hint

@@ -115,7 +115,7 @@ def _count_off(answer, expected, what):
     value = _integer(answer, f"a count of {what}")
     if value == expected:
         return None
-    return f"{value} {what} is {'too many' if value > expected else 'too few'}."
+    return f"{value} is not the number of {what}: count again, from the definition, not by adjusting the number."
 
 
 def _numbers(answer, shape, what):
@@ -140,11 +140,12 @@ def _call(function, *args, what):
 
 
 def _off(value, expected, *, tol, unit=""):
-    """Text saying how far ``value`` is from ``expected`` (None when within ``tol``)."""
+    """Text saying that ``value`` misses ``expected`` (None when within ``tol``): near or far, not in which direction
+    or by how much, so that the answer has to be computed, not found by trying numbers."""
     if abs(value - expected) <= tol:
         return None
-    direction = "too high" if value > expected else "too low"
-    return f"{value:.6g}{unit} is {direction} (off by {abs(value - expected):.3g}{unit}, allowed {tol:.2g})."
+    how = "close, but outside the tolerance" if abs(value - expected) <= 10 * tol else "not the answer"
+    return f"{value:.6g}{unit} is {how} (allowed ± {tol:.2g}{unit}): check the steps against the hint."
 
 
 # ----------------------------------------------------------------------------- 01 training data
@@ -181,9 +182,9 @@ def _rician_bias_01():
     return float(draws.mean() - clean), float(draws.std())
 
 
-@_exercise("01.2", hint="clean = iv.ivim(1000.0, 0.05, 0.001, 0.2); "
-                        "noisy = iv.add_rician_noise(np.full(100_000, clean), 0.05, rng); "
-                        "the bias is noisy.mean() - clean (positive).",
+@_exercise("01.2", hint="the bias is what is left when you average many noisy copies of one clean signal and "
+                        "subtract the clean value: make the clean signal with iv.ivim, copy it many times, add "
+                        "Rician noise of the given SD with iv.add_rician_noise, and average.",
            why="the magnitude never averages to the true signal at low SNR: the Rician floor that fits must "
                "allow for.")
 def _check_01_2(answer):
@@ -270,9 +271,10 @@ def _noise_floor_02():
     return float(np.mean((model - x) ** 2))
 
 
-@_exercise("02.3", hint="x = signals[:, 1:] / signals[:, :1]; the reconstruction of the true parameters is "
-                        "iv.ivim(b[1:], truth.Dp[:, None], truth.Dt[:, None], truth.Fp[:, None]); the loss is "
-                        "the mean of the squared difference.",
+@_exercise("02.3", hint="the loss compares the network's input (the normalised signal at b > 0) with a "
+                        "reconstruction; here the reconstruction comes from the true parameters instead of the "
+                        "network's, so evaluate the IVIM equation at them and take the same mean squared "
+                        "difference the training uses.",
            why="even the true parameters leave this loss: at SNR 10 the noise, not the network, sets the "
                "floor of the loss curve.")
 def _check_02_3(answer):
@@ -309,9 +311,8 @@ def _check_03_1(answer):
     expected = np.array([np.sum(labels == k) for k in range(3)])
     values = _numbers(answer, (3,), "three voxel counts, regions 0, 1, 2")
     if not np.array_equal(values, expected):
-        off = [f"region {k}: {int(v)} is {'too many' if v > e else 'too few'}"
-               for k, (v, e) in enumerate(zip(values, expected)) if v != e]
-        return "; ".join(off) + "."
+        off = [f"region {k}" for k, (v, e) in enumerate(zip(values, expected)) if v != e]
+        return f"the count of {', '.join(off)} is not right: count each region's voxels in the label image."
     return None
 
 
@@ -447,8 +448,9 @@ def _check_05_1(answer):
     return "; ".join(off) or None
 
 
-@_exercise("05.2", hint="error = estimate - truth; NRMSE = sqrt(mean(error²)) / mean(truth); "
-                        "bias = mean(error) / mean(truth); return (nrmse, bias).",
+@_exercise("05.2", hint="both numbers start from the same per-voxel error, estimate - truth; one is a "
+                        "root-mean-square, the other a plain mean, and both are divided by the same quantity "
+                        "(the notebook's NRMSE definition says which).",
            why="both are divided by the mean truth, so Dp, Dt and Fp errors can share one axis.")
 def _check_05_2(answer):
     from .compare import score
@@ -511,8 +513,9 @@ def _check_06_1(answer):
     return "; ".join(off) or None  # float32 network vs float64 arithmetic
 
 
-@_exercise("06.2", hint="est = iv.fit_lsq(signals, iv.SEED_B_VALUES); lo, hi = iv.FIT_BOUNDS['Dp']; count "
-                        "np.isclose(est.Dp, lo, rtol=0.01) | np.isclose(est.Dp, hi, rtol=0.01) and take the mean.",
+@_exercise("06.2", hint="fit the signals with iv.fit_lsq, then ask of every Dp estimate whether it lies within "
+                        "1 % of either end of iv.FIT_BOUNDS['Dp']; the share is the mean of that yes/no array "
+                        "(np.isclose takes an rtol).",
            why="a bounded fit parks the voxels whose data say nothing about Dp on its bounds: those are not "
                "measurements, and they inflate the NRMSE.")
 def _check_06_2(answer):
@@ -545,8 +548,9 @@ def _low_perfusion_06():
     return {"LSQ": normalised_bias(lsq.Fp, truth.Fp), "Bayes": normalised_bias(bayes.Fp, truth.Fp)}
 
 
-@_exercise("06.3", hint="signals, truth = iv.training_data(500, sigma=0.01, seed=5, box=low); fit with iv.fit_lsq and "
-                        "iv.fit_bayes(..., sigma=0.01, grid=(12, 12, 12)); iv.normalised_bias(est.Fp, truth.Fp).",
+@_exercise("06.3", hint="simulate exactly the voxels the exercise names (its box, seed and sigma), fit them "
+                        "twice, once without a prior and once with fit_bayes's box prior, and compare each fit's "
+                        "Fp with the truth the way the notebook's bias table does (iv.normalised_bias).",
            why="a prior pulls estimates towards its own box: Bayes (and a supervised network) overestimate Fp "
                "below the box; least squares assumes no prior.")
 def _check_06_3(answer):
@@ -595,8 +599,8 @@ def _fits_07():
     return lsq, untrained
 
 
-@_exercise("07.2", hint="inside = (ex.rois == 2) & body (2 is the liver: ex.roi_names); "
-                        "np.median(fits['lsq'].maps.Dt[inside]).",
+@_exercise("07.2", hint="find the liver's label in ex.roi_names, build a boolean array of the voxels that carry "
+                        "it and are in body, and take the median of least squares' Dt map over them.",
            why="a median ignores the few voxels pinned at a bound; that is why the ROI table uses medians.")
 def _check_07_2(answer):
     from ..core.metrics import roi_medians
@@ -610,8 +614,9 @@ def _check_07_2(answer):
     return _off(value, liver["Dt"], tol=1e-6 * liver["Dt"], unit=" mm²/s")
 
 
-@_exercise("07.3", hint="np.median(collapsed.residual[body]) / np.median(fits['lsq'].residual[body]) "
-                        "(the untrained network is seed 0, as in the notebook).",
+@_exercise("07.3", hint="every fit carries a residual map (.residual); compare the typical residual of the "
+                        "untrained network with that of least squares over the same voxels, body (a median of "
+                        "each, then their ratio; the notebook's untrained network is seed 0).",
            why="a collapsed network explains the signal far worse than least squares: the residual gives it "
                "away before any organ value does.")
 def _check_07_3(answer):
