@@ -21,7 +21,7 @@ _SOURCES = {
     "imaging.cohort": ["COHORT_COLUMNS", "fit_cohort", "fit_scan", "train_models"],
     "imaging.study": ["Acquisition", "Scan", "find_scans", "group_scans", "read_b_values"],
     "teaching.compare": ["SPREAD_COLUMNS", "ablation", "compare_at_snr", "compare_over_snr", "fit_all", "score"],
-    "teaching.exercises": ["EXERCISES", "check"],
+    "teaching.exercises": ["EXERCISES", "WHY_QUESTIONS", "check"],
     "teaching.examples": ["CITATION", "EXAMPLES", "load_example", "phantom_example", "reference_roi_medians",
                  "write_example_study"],
     "nets.checkpoint": ["load_model", "save_model"],

@@ -88,11 +88,49 @@ def test_a_wrong_answer_is_refused_with_a_hint(exercise_id, capsys):
 
 @pytest.mark.parametrize("exercise_id", sorted(k for k, (right, _) in CASES.items() if right is not None))
 def test_a_right_answer_is_accepted(exercise_id, capsys):
-    right = CASES[exercise_id][0]
-    assert iv.check(exercise_id, right) is True
+    right, why = CASES[exercise_id][0], WHY.get(exercise_id)
+    assert iv.check(exercise_id, right, why=why) is True
     assert capsys.readouterr().out.startswith(f"{exercise_id}: correct.")
-    assert iv.check(exercise_id, right, quiet=True) is True
+    assert iv.check(exercise_id, right, why=why, quiet=True) is True
     assert capsys.readouterr().out == ""
+
+
+#: The right explanation of each exercise that asks why, worked out here (the physics in the question's comments).
+WHY = {
+    "01.3": "b",  # a rising decay is noise; the model cannot rise, so the fit drives Dt down
+    "03.2": "c",  # at b = 1000 only (1 - Fp) e^(-b Dt) is left: the lowest Dt keeps the most signal
+    "05.3": "d",  # ranks depend on order only
+    "06.3": "a",  # the prior's box pulls the posterior mean
+}
+
+
+def test_why_questions_are_the_ones_asked():
+    assert set(WHY) == set(iv.WHY_QUESTIONS)
+    assert all(len(options) >= 3 for options in iv.WHY_QUESTIONS.values())
+
+
+@pytest.mark.parametrize("exercise_id", sorted(WHY))
+def test_a_why_question_needs_the_right_explanation(exercise_id, capsys):
+    right = CASES[exercise_id][0]
+    if exercise_id == "01.3":  # the share of rising decays, straight from the simulation
+        s, _ = iv.training_data(10_000, iv.SEED_B_VALUES, sigma=0.05, seed=0)
+        right = float(np.mean(s[:, 7] / s[:, 0] > s[:, 6] / s[:, 0]))
+    elif exercise_id == "06.3":  # both fits, their normalised Fp bias
+        s, truth = iv.training_data(500, iv.SEED_B_VALUES, sigma=0.01, seed=5, box={**iv.PARAMETER_BOX, "Fp": (0.02, 0.1)})
+        fits = {"LSQ": iv.fit_lsq(s, iv.SEED_B_VALUES), "Bayes": iv.fit_bayes(s, iv.SEED_B_VALUES, sigma=0.01,
+                                                                           grid=(12, 12, 12))}
+        right = {k: float(np.mean(f.Fp - truth.Fp) / np.mean(truth.Fp)) for k, f in fits.items()}
+    assert iv.check(exercise_id, right) is False  # the number alone is not enough
+    assert "now the why" in capsys.readouterr().out
+    wrong = next(letter for letter in iv.WHY_QUESTIONS[exercise_id] if letter != WHY[exercise_id])
+    assert iv.check(exercise_id, right, why=wrong) is False
+    out = capsys.readouterr().out
+    assert f"({wrong}) does not hold:" in out and "correct" not in out
+    assert iv.check(exercise_id, right, why="z") is False
+    assert "one of the letters" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="does not hold"):
+        iv.check(exercise_id, right, why=wrong, quiet=True)
+    assert iv.check(exercise_id, right, why=WHY[exercise_id].upper()) is True  # case does not matter
 
 
 def test_the_monte_carlo_tolerance_is_honest():
@@ -110,7 +148,7 @@ def test_region_means_of_another_noise_draw_pass():
     labels = iv.phantom_regions()
     means = {b: np.array([dwi[..., i][labels == k].mean() for k in range(3)])
              for i, b in enumerate(iv.SEED_B_VALUES) if b in (500, 1000)}
-    assert iv.check("03.2", means[1000.0], quiet=True)
+    assert iv.check("03.2", means[1000.0], why=WHY["03.2"], quiet=True)
     assert iv.check("03.3", np.log(means[500.0] / means[1000.0]) / 500, quiet=True)
 
 

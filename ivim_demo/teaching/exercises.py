@@ -16,13 +16,14 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-__all__ = ["EXERCISES", "check"]
+__all__ = ["EXERCISES", "WHY_QUESTIONS", "check"]
 
 
 class _Exercise(NamedTuple):
     judge: Callable  # answer -> None when right, else what is off (one line)
     hint: str
     why: str
+    question: dict | None = None  # the "why" part: {letter: (explanation, None if right else what is wrong with it)}
 
 
 _REGISTRY: dict = {}
@@ -32,14 +33,28 @@ class _Wrong(Exception):
     """Raised inside a judging function: the answer cannot be right (wrong type, shape, ...)."""
 
 
-def _exercise(exercise_id, *, hint, why):
+def _exercise(exercise_id, *, hint, why, question=None):
     def register(judge):
-        _REGISTRY[exercise_id] = _Exercise(judge, hint, why)
+        if question is not None and sum(fault is None for _, fault in question.values()) != 1:
+            raise ValueError(f"exercise {exercise_id}: a why question needs exactly one right explanation.")
+        _REGISTRY[exercise_id] = _Exercise(judge, hint, why, question)
         return judge
     return register
 
 
-def check(exercise_id, answer, *, quiet=False) -> bool:
+def _judge_why(exercise, why):
+    """None when ``why`` picks the right explanation, else what is wrong with the one picked (or with the answer)."""
+    if why is None:
+        return ("the number is right; now the why: set why_N to the letter of the explanation you think holds "
+                f"({', '.join(sorted(exercise.question))}) and run the cell again.")
+    choice = str(why).strip().lower()
+    if choice not in exercise.question:
+        return f"why must be one of the letters {', '.join(sorted(exercise.question))}, got {why!r}."
+    fault = exercise.question[choice][1]
+    return None if fault is None else f"({choice}) does not hold: {fault}"
+
+
+def check(exercise_id, answer, *, why=None, quiet=False) -> bool:
     """Check the answer to one exercise of the notebooks.
 
     Parameters
@@ -49,6 +64,10 @@ def check(exercise_id, answer, *, quiet=False) -> bool:
     answer : object
         What the exercise asks for (a number, a list, a function, ...);
         ``None`` means not attempted yet.
+    why : str, keyword-only
+        For an exercise that also asks *why* (``WHY_QUESTIONS``): the letter of
+        the explanation chosen among those in the exercise's text. It is judged
+        once the answer is right; a wrong choice hears what is wrong with it.
     quiet : bool, keyword-only
         Print nothing and raise ``AssertionError`` with the reason when the
         answer is wrong or missing (the solution cells use this in CI).
@@ -75,6 +94,14 @@ def check(exercise_id, answer, *, quiet=False) -> bool:
             problem = exercise.judge(answer)
         except _Wrong as wrong:
             problem = str(wrong)
+    why_problem = None
+    if problem is None and exercise.question is not None:
+        why_problem = _judge_why(exercise, why)
+        if why_problem is not None and quiet:
+            raise AssertionError(f"exercise {exercise_id}: {why_problem}")
+        if why_problem is not None:
+            print(f"{exercise_id}: {why_problem}")
+            return False
     if quiet:
         if problem is not None:
             raise AssertionError(f"exercise {exercise_id}: {problem}")
@@ -195,7 +222,15 @@ def _check_01_2(answer):
 
 @_exercise("01.3", hint="x = signals / signals[:, :1]; compare the columns of b = 500 and b = 1000 "
                         "(indices 6 and 7) voxel by voxel and take the mean of the comparison.",
-           why="at SNR 20 noise makes many decays rise at high b: a fit cannot tell such voxels' Dt well.")
+           why="at SNR 20 noise makes many decays rise at high b: a fit cannot tell such voxels' Dt well.",
+           question={
+               "a": ("in those voxels Dt is negative, and the fit should allow it", "no tissue has a negative "
+                     "diffusivity; the model S0·[...] can only fall with b, so a rise cannot be tissue."),
+               "b": ("at high b noise dominates what is left of the signal, so a fit pushes those voxels' Dt "
+                     "towards its lower bound: Dt is underestimated where the signal is low", None),
+               "c": ("perfusion is still present at b = 1000 and adds signal there", "at b = 1000 the perfusion "
+                     "term Fp·e^(-1000·Dp) is below e^-10 of Fp for any Dp in the box: it is gone."),
+           })
 def _check_01_3(answer):
     from ..core.signal_model import SEED_B_VALUES
     from ..simulation.simulate import training_data
@@ -318,7 +353,17 @@ def _check_03_1(answer):
 
 @_exercise("03.2", hint="dwi[..., 7][labels == k].mean() for k = 0, 1, 2 (b = 1000 is the last image).",
            why="region means of the noisy images follow the model S0·[Fp·e^(-bDp) + (1-Fp)·e^(-bDt)]: at b = 1000 "
-               "the outer region (lowest Dt) is brightest.")
+               "the outer region (lowest Dt) is brightest.",
+           question={
+               "a": ("region 2, because its S0 is highest", "S0 differs by 14 % between the regions, their "
+                     "b = 1000 signals by more than a factor 2: that is not S0."),
+               "c": ("region 2, because its Dt is lowest: at b = 1000 only the tissue term (1 - Fp)·e^(-1000·Dt) "
+                     "is left, and the slowest decay keeps the most signal", None),
+               "b": ("region 2, because its Fp is highest: more perfusion signal", "at b = 1000 the perfusion "
+                     "term has decayed away; a larger Fp leaves less tissue signal, not more."),
+               "d": ("region 0, because its Dp is lowest", "region 0 is the darkest at b = 1000; Dp no longer "
+                     "matters there."),
+           })
 def _check_03_2(answer):
     expected, tol = _region_means_03(1000.0)
     values = _numbers(answer, (3,), "three mean signals at b = 1000, regions 0, 1, 2")
@@ -470,7 +515,18 @@ def _check_05_2(answer):
 
 @_exercise("05.3", hint="Spearman's rho is the Pearson correlation of the ranks (np.corrcoef of the ranks); tied "
                         "values (estimates on a bound) share their average rank: scipy.stats.rankdata.",
-           why="rho_Dp_Fp far from 0 means the estimator couples Dp and Fp: the truths are independent.")
+           why="rho_Dp_Fp far from 0 means the estimator couples Dp and Fp: the truths are independent.",
+           question={
+               "a": ("Spearman's rho is always larger than Pearson's", "not true: for a straight-line relation "
+                     "with no pile they are nearly equal, and either can be the larger."),
+               "d": ("a rank correlation depends only on the order of the values: a pile on a bound becomes one "
+                     "tied rank, and a relation bent by the bound counts as fully as a straight one, while "
+                     "Pearson's is pulled by the pile's extreme values", None),
+               "c": ("Pearson's correlation cannot be computed when values repeat", "it can: np.corrcoef "
+                     "handles repeated values; only a constant array has no correlation."),
+               "b": ("ranking removes the noise from the estimates", "ranks keep the noise: two noisy "
+                     "estimates swap ranks just as they swap values."),
+           })
 def _check_05_3(answer):
     from ..core.metrics import spearman
 
@@ -552,7 +608,17 @@ def _low_perfusion_06():
                         "twice, once without a prior and once with fit_bayes's box prior, and compare each fit's "
                         "Fp with the truth the way the notebook's bias table does (iv.normalised_bias).",
            why="a prior pulls estimates towards its own box: Bayes (and a supervised network) overestimate Fp "
-               "below the box; least squares assumes no prior.")
+               "below the box; least squares assumes no prior.",
+           question={
+               "a": ("Bayes: its prior puts no weight outside the box (Fp 0.1-0.4), so where the data say little "
+                     "the posterior mean is pulled into the box", None),
+               "b": ("least squares: its bounds are the box", "fit_lsq's bounds are iv.FIT_BOUNDS (Fp 0-0.7), "
+                     "far wider than the box, and it has no prior: its bias is the small one."),
+               "c": ("Bayes: a grid of 12 points per parameter is too coarse", "a finer grid moves the answer "
+                     "little; the pull comes from the prior's range, not its resolution."),
+               "d": ("both equally: they see the same noise", "they see the same data but not the same "
+                     "assumptions; only one of them assumes Fp lies in the box."),
+           })
 def _check_06_3(answer):
     expected = _low_perfusion_06()
     if not isinstance(answer, dict) or set(answer) != set(expected):
@@ -629,3 +695,6 @@ def _check_07_3(answer):
 
 #: Every exercise id, with the hint shown after a wrong answer.
 EXERCISES = {exercise_id: exercise.hint for exercise_id, exercise in sorted(_REGISTRY.items())}
+#: The exercises that also ask why, with their explanations to choose from: {id: {letter: explanation}}.
+WHY_QUESTIONS = {exercise_id: {letter: text for letter, (text, _) in sorted(exercise.question.items())}
+                 for exercise_id, exercise in sorted(_REGISTRY.items()) if exercise.question is not None}
