@@ -22,11 +22,7 @@ import json
 import os
 import platform
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
-
-import numpy as np
 
 import ivim_demo as iv
 from ivim_demo.core import threads as iv_threads
@@ -84,7 +80,7 @@ def main():
     jobs = [(d, m, s) for d in datasets for m in iv.NETWORK_METHODS if m in methods for s in seeds]
     jobs += [(d, m, None) for d in datasets for m in iv.METHODS if m not in iv.NETWORK_METHODS and m in methods]
     jobs.sort(key=lambda j: j[1] != "optim")  # the slowest first, so the two workers finish together
-    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=iv_threads.exit_with_parent) as pool:
+    with iv_threads.process_pool(args.workers) as pool:
         rows = []
         for row in pool.map(run, jobs):
             rows.append(row)

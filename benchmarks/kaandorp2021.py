@@ -25,8 +25,6 @@ import datetime
 import json
 import os
 import platform
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -104,8 +102,7 @@ def main():
     args = parser.parse_args()
     repeats = 2 if args.quick else args.repeats
     jobs = [(v, s, args.quick) for v in args.variants for s in range(repeats)]
-    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"),
-                             initializer=iv_threads.exit_with_parent) as pool:
+    with iv_threads.process_pool(args.workers) as pool:
         paths = {}
         for job, path in zip(jobs, pool.map(run, jobs)):
             paths[job[:2]] = path

@@ -21,8 +21,6 @@ import json
 import os
 import platform
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -81,8 +79,7 @@ def main():
     jobs = [(v, h, m, s) for v in volunteers for m in methods
             for s in (SEEDS if m in iv.NETWORK_METHODS else (None,)) for h in iv.HALVES]
     jobs.sort(key=lambda j: j[2] not in ("optim", "supervised"))  # the slowest first
-    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"),
-                             initializer=iv_threads.exit_with_parent) as pool:
+    with iv_threads.process_pool(args.workers) as pool:
         paths = {}
         for job, path in zip(jobs, pool.map(run, jobs)):
             paths[job] = path

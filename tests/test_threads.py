@@ -10,9 +10,7 @@ import pytest
 
 PARENT = r"""
 import sys, time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
-from ivim_demo.core.threads import exit_with_parent
+from ivim_demo.core.threads import process_pool
 
 def pid_then_sleep(_):
     import os
@@ -20,7 +18,7 @@ def pid_then_sleep(_):
     time.sleep(120)
 
 if __name__ == "__main__":
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=exit_with_parent) as pool:
+    with process_pool(1) as pool:
         pool.submit(pid_then_sleep, 0)
         time.sleep(120)
 """

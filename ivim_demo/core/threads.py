@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 
-__all__ = ["one_torch_thread", "worker_pool", "exit_with_parent"]
+__all__ = ["one_torch_thread", "worker_pool", "exit_with_parent", "process_pool"]
 
 
 @contextmanager
@@ -90,3 +90,18 @@ def exit_with_parent(interval: float = 1.0) -> None:
                 os._exit(1)
 
     threading.Thread(target=watch, name="ivim-demo-exit-with-parent", daemon=True).start()
+
+
+def process_pool(workers: int):
+    """A pool of ``workers`` fresh processes for independent trainings or fits: spawned (no forked torch state)
+    and each ending with its parent (``exit_with_parent``).
+
+    Returns
+    -------
+    concurrent.futures.ProcessPoolExecutor
+        Use it as a context manager.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=exit_with_parent)

@@ -19,15 +19,12 @@ Where this reproduction departs from their code, on purpose:
 """
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
-
 import numpy as np
 
 from ..core.checks import check_whole
 from ..core.metrics import cv_net, nrmse, spearman
 from ..core.signal_model import IVIMParams, ivim
-from ..core.threads import exit_with_parent
+from ..core.threads import process_pool
 from ..simulation.simulate import sample_params
 from .infer import predict
 from .networks import IVIMNet, IVIMNetOptim
@@ -299,8 +296,7 @@ def reproduce_kaandorp(names=("optim", "orig"), *, n=KAANDORP_N, n_eval=None, re
     if workers <= 1:
         results = [_train_and_predict(job) for job in jobs]
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=exit_with_parent) as pool:
+        with process_pool(workers) as pool:
             results = list(pool.map(_train_and_predict, jobs))
     _, truth = kaandorp_data(n, seed=data_seed)
     truth = IVIMParams(*(a[:n_eval] for a in truth))

@@ -6,8 +6,6 @@ import hashlib
 import inspect
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 
 
 import numpy as np
@@ -16,7 +14,7 @@ from ..core.checks import check_b_values, check_noise, check_signals
 from ..classical.fit import estimate_sigma
 from ..core.signal_model import PARAMETER_BOX, SEED_B_VALUES
 from ..core.prior import IN_VIVO_BOX, IN_VIVO_LOG
-from ..core.threads import exit_with_parent
+from ..core.threads import process_pool
 from .networks import IVIMNet, IVIMNetOptim, IVIMNetUncertainty, check_snr_range
 from ..core.signal_model import ivim
 from ..simulation.simulate import add_rician_noise, sample_params, scan_like_data, training_data
@@ -388,8 +386,7 @@ def train_jobs(jobs, *, workers=1, cache=None):
     if workers <= 1 or len(tasks) <= 1:
         results = [_stack(call) for call in calls]
     else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=get_context("spawn"),
-                                 initializer=exit_with_parent) as pool:
+        with process_pool(min(workers, len(tasks))) as pool:
             results = list(pool.map(_stack, calls))
     for task, trained in zip(tasks, results):
         for i, net in zip(task, trained):
