@@ -222,6 +222,7 @@ def write_outputs(fit, keep, excluded, affine, folder, *, out, b_values, shape, 
         rows[SD_ROW] = type(sd)(*(sl(m) for m in sd))
     fig = plots.plot_maps(rows, limits=plots.SCAN_LIMITS, row_limits={SD_ROW: sd_limits()},
                           title=f"IVIM maps ({method}), slice {z}"
+                                + (f", half {fields['half']} of the series" if fields.get("half") else "")
                                 + (" - WARNING: see summary.json" if warned else ""))
     try:
         paths["overview"] = plots.save_figure(fig, "overview", folder)
