@@ -84,8 +84,6 @@ def score(estimates, truth):
     means over retrainings."""
     est = np.asarray(estimates)
     out = kp.score_published([iv.IVIMParams(*e, None) for e in est], truth)
-    out["NRMSE_each"] = {paper: [iv.nrmse(e[k], getattr(truth, name)) for e in est]  # per retraining, by seed
-                         for k, (name, paper) in enumerate((("Dp", "Dstar"), ("Dt", "D"), ("Fp", "f")))}
     out["Dstar_slope"] = float(np.mean([np.polyfit(truth.Dp, e[0], 1)[0] for e in est]))
     out["Dstar_estimate_sd"] = float(np.mean([e[0].std() for e in est]))
     out["Dstar_truth_sd"] = float(np.std(truth.Dp))

@@ -130,6 +130,7 @@ def test_reproduce_kaandorp_small():
     assert set(m["NRMSE"]) == set(m["CV_NET"]) == {"D", "f", "Dstar"}
     assert all(v > 0 and np.isfinite(v) for v in (*m["NRMSE"].values(), *m["CV_NET"].values()))
     assert 0 <= m["rho_Dstar_f"] <= 1 and len(out["trainings"]["orig"]) == 2
+    assert len(m["NRMSE_each"]["D"]) == 2 and m["NRMSE"]["D"] == pytest.approx(np.mean(m["NRMSE_each"]["D"]))
     assert out["trainings"]["orig"][0]["epochs"] == 3
     # the score is IVIMNET's: the NRMSE of the first retraining's estimates, averaged with the second's
     net = kp.train_published("orig", n=4_000, seed=0, max_epochs=3)

@@ -211,8 +211,8 @@ def score_published(estimates, truth):
     Returns
     -------
     dict
-        ``NRMSE`` (RMSE / mean truth, averaged over retrainings) and its SD
-        over retrainings ``NRMSE_sd``, ``rho_Dstar_f`` (|Spearman| of the
+        ``NRMSE`` (RMSE / mean truth, averaged over retrainings), its SD
+        over retrainings ``NRMSE_sd`` and each retraining's, in order, ``NRMSE_each``, ``rho_Dstar_f`` (|Spearman| of the
         estimated Dp and Fp, averaged; 1 for a network whose Dp or Fp is
         constant, as IVIMNET's code sets it) and ``rho_Dstar_f_sd``, ``CV_NET``
         (``metrics.cv_net`` across retrainings; None for one) keyed by the
@@ -225,11 +225,12 @@ def score_published(estimates, truth):
         if any(np.size(getattr(e, p)) != n for p in PAPER_NAMES):
             raise ValueError(f"every retraining's estimates must cover the {n} voxels of truth, got "
                              f"{[np.size(getattr(e, p)) for p in PAPER_NAMES]}.")
-    out = {"NRMSE": {}, "NRMSE_sd": {}, "CV_NET": {}}
+    out = {"NRMSE": {}, "NRMSE_sd": {}, "NRMSE_each": {}, "CV_NET": {}}
     several = len(estimates) > 1
     for name, paper in PAPER_NAMES.items():
         t = np.asarray(getattr(truth, name), float)
         per = [nrmse(getattr(e, name), t) for e in estimates]
+        out["NRMSE_each"][paper] = per
         out["NRMSE"][paper] = float(np.mean(per))
         out["NRMSE_sd"][paper] = float(np.std(per, ddof=1)) if several else None
         out["CV_NET"][paper] = cv_net([getattr(e, name) for e in estimates], t) if several else None
