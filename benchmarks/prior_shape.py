@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import ivim_demo as iv
-import ivim_demo.nets.recipes as recipes
+import ivim_demo.nets.scan_training as recipes
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "prior_shape.json"
 PRIORS = {"Dt log-uniform (default)": ("Dp", "Dt"), "Dt uniform": ("Dp",)}

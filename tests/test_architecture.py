@@ -160,6 +160,14 @@ def test_installed_package_fits_a_shipped_example(tmp_path):
     assert summary["method"] == "lsq" and summary["voxels"] > 100 and (out / "Dt.nii.gz").is_file()
 
 
+def test_one_public_name_one_object():
+    """Two submodules exporting the same name would leave ``iv.<name>`` to whichever is listed last."""
+    import ivim_demo as iv
+
+    listed = [name for names in iv._SOURCES.values() for name in names]
+    assert len(listed) == len(set(listed)), sorted({n for n in listed if listed.count(n) > 1})
+
+
 def test_every_public_function_and_class_is_documented():
     import inspect
 

@@ -154,7 +154,7 @@ def test_over_snr_rows_give_mean_and_spread_over_trainings():
 
 
 def test_cache_reuses_the_same_job_whatever_its_spelling(tmp_path, monkeypatch):
-    from ivim_demo.nets import recipes
+    from ivim_demo.nets import jobs
 
     short = {"snr": 20, "method": "orig", "seed": 0, "n": 1000, "max_epochs": 2}
     spelled = {**short, "b_values": list(B), "net_options": {}, "train_options": None}
@@ -164,7 +164,7 @@ def test_cache_reuses_the_same_job_whatever_its_spelling(tmp_path, monkeypatch):
     def no_training(jobs):
         raise AssertionError("a cached job was trained again")
 
-    monkeypatch.setattr(recipes, "_stack", no_training)
+    monkeypatch.setattr(jobs, "_stack", no_training)
     again = iv.train_jobs([spelled, {**spelled, "seed": 1}], cache=tmp_path)
     signals, _ = iv.training_data(200, B, sigma=0.05, seed=3)
     for a, b in zip(first, again):

@@ -1,4 +1,4 @@
-"""iv.check: every exercise refuses a wrong answer, says when there is none, and accepts a right one
+"""iv.check_answer: every exercise refuses a wrong answer, says when there is none, and accepts a right one
 computed here independently of ivim_demo.teaching.exercises (analytic where possible)."""
 import copy
 
@@ -69,29 +69,29 @@ def test_every_exercise_has_a_case():
 
 @pytest.mark.parametrize("exercise_id", sorted(CASES))
 def test_none_says_not_answered(exercise_id, capsys):
-    assert iv.check(exercise_id, None) is False
+    assert iv.check_answer(exercise_id, None) is False
     assert "not answered yet" in capsys.readouterr().out
     with pytest.raises(AssertionError, match="not answered"):
-        iv.check(exercise_id, None, quiet=True)
+        iv.check_answer(exercise_id, None, quiet=True)
 
 
 @pytest.mark.parametrize("exercise_id", sorted(CASES))
 def test_a_wrong_answer_is_refused_with_a_hint(exercise_id, capsys):
     wrong = CASES[exercise_id][1]
-    assert iv.check(exercise_id, wrong) is False
+    assert iv.check_answer(exercise_id, wrong) is False
     out = capsys.readouterr().out
     assert "hint:" in out and "correct" not in out
     with pytest.raises(AssertionError, match=exercise_id):
-        iv.check(exercise_id, wrong, quiet=True)
+        iv.check_answer(exercise_id, wrong, quiet=True)
     assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize("exercise_id", sorted(k for k, (right, _) in CASES.items() if right is not None))
 def test_a_right_answer_is_accepted(exercise_id, capsys):
     right, why = CASES[exercise_id][0], WHY.get(exercise_id)
-    assert iv.check(exercise_id, right, why=why) is True
+    assert iv.check_answer(exercise_id, right, why=why) is True
     assert capsys.readouterr().out.startswith(f"{exercise_id}: correct.")
-    assert iv.check(exercise_id, right, why=why, quiet=True) is True
+    assert iv.check_answer(exercise_id, right, why=why, quiet=True) is True
     assert capsys.readouterr().out == ""
 
 
@@ -120,17 +120,17 @@ def test_a_why_question_needs_the_right_explanation(exercise_id, capsys):
         fits = {"LSQ": iv.fit_lsq(s, iv.SEED_B_VALUES), "Bayes": iv.fit_bayes(s, iv.SEED_B_VALUES, sigma=0.01,
                                                                            grid=(12, 12, 12))}
         right = {k: float(np.mean(f.Fp - truth.Fp) / np.mean(truth.Fp)) for k, f in fits.items()}
-    assert iv.check(exercise_id, right) is False  # the number alone is not enough
+    assert iv.check_answer(exercise_id, right) is False  # the number alone is not enough
     assert "now the why" in capsys.readouterr().out
     wrong = next(letter for letter in iv.WHY_QUESTIONS[exercise_id] if letter != WHY[exercise_id])
-    assert iv.check(exercise_id, right, why=wrong) is False
+    assert iv.check_answer(exercise_id, right, why=wrong) is False
     out = capsys.readouterr().out
     assert f"({wrong}) does not hold:" in out and "correct" not in out
-    assert iv.check(exercise_id, right, why="z") is False
+    assert iv.check_answer(exercise_id, right, why="z") is False
     assert "one of the letters" in capsys.readouterr().out
     with pytest.raises(AssertionError, match="does not hold"):
-        iv.check(exercise_id, right, why=wrong, quiet=True)
-    assert iv.check(exercise_id, right, why=WHY[exercise_id].upper()) is True  # case does not matter
+        iv.check_answer(exercise_id, right, why=wrong, quiet=True)
+    assert iv.check_answer(exercise_id, right, why=WHY[exercise_id].upper()) is True  # case does not matter
 
 
 def test_the_monte_carlo_tolerance_is_honest():
@@ -138,8 +138,8 @@ def test_the_monte_carlo_tolerance_is_honest():
     clean = float(iv.ivim(1000.0, 0.05, 0.001, 0.2))
     for seed in range(5):
         draws = iv.add_rician_noise(np.full(100_000, clean), 0.05, seed)
-        assert iv.check("01.2", draws.mean() - clean, quiet=True)
-    assert not iv.check("01.2", 1.25 * _right_01_2())
+        assert iv.check_answer("01.2", draws.mean() - clean, quiet=True)
+    assert not iv.check_answer("01.2", 1.25 * _right_01_2())
 
 
 def test_region_means_of_another_noise_draw_pass():
@@ -148,21 +148,21 @@ def test_region_means_of_another_noise_draw_pass():
     labels = iv.phantom_regions()
     means = {b: np.array([dwi[..., i][labels == k].mean() for k in range(3)])
              for i, b in enumerate(iv.SEED_B_VALUES) if b in (500, 1000)}
-    assert iv.check("03.2", means[1000.0], why=WHY["03.2"], quiet=True)
-    assert iv.check("03.3", np.log(means[500.0] / means[1000.0]) / 500, quiet=True)
+    assert iv.check_answer("03.2", means[1000.0], why=WHY["03.2"], quiet=True)
+    assert iv.check_answer("03.3", np.log(means[500.0] / means[1000.0]) / 500, quiet=True)
 
 
 def test_answers_of_the_wrong_kind_are_refused_without_a_traceback(capsys):
     for exercise_id, answer in [("01.1", "three"), ("01.1", 2.5), ("02.2", True), ("03.1", [1, 2]),
                                 ("04.3", 42), ("05.3", lambda a, b: 1 / 0), ("06.3", [0.1, 0.2]), ("01.3", 12.0)]:
-        assert iv.check(exercise_id, answer) is False, (exercise_id, answer)
+        assert iv.check_answer(exercise_id, answer) is False, (exercise_id, answer)
     out = capsys.readouterr().out
     assert "expected" in out and "ZeroDivisionError" in out and "Traceback" not in out
 
 
 def test_an_unknown_exercise_is_a_value_error():
     with pytest.raises(ValueError, match="unknown exercise '08.1'.*01.1"):
-        iv.check("08.1", 1)
+        iv.check_answer("08.1", 1)
 
 
 def test_the_state_dict_answer_matches_torch():
@@ -182,22 +182,23 @@ def test_the_box_guess_passes_when_simulated():
     for seed in range(5):
         _, truth = iv.training_data(2000, seed=seed)
         guesses = [iv.nrmse(np.full(2000, np.mean(iv.PARAMETER_BOX[p])), getattr(truth, p)) for p in iv.PARAMS]
-        assert iv.check("05.1", guesses, quiet=True)
+        assert iv.check_answer("05.1", guesses, quiet=True)
 
 
 @pytest.mark.parametrize("exercise_id, wrong", [("01.2", 0.5), ("07.1", 5), ("03.1", [1, 2, 3]), ("02.1", 7)])
 def test_feedback_does_not_give_the_answer_away(exercise_id, wrong, capsys):
     """A wrong answer hears that it is wrong (and, for a number, whether it is close), never in which direction or by
     how much: the answer must be computed, not found by bisection."""
-    iv.check(exercise_id, wrong)
+    iv.check_answer(exercise_id, wrong)
     out = capsys.readouterr().out
     assert "hint:" in out
     for giveaway in ("too high", "too low", "too many", "too few", "off by"):
         assert giveaway not in out, (exercise_id, out)
 
 
-@pytest.mark.parametrize("exercise_id", ["01.2", "02.3", "05.2", "06.2", "06.3", "07.2", "07.3"])
+@pytest.mark.parametrize("exercise_id", ["01.2", "02.3", "03.1", "05.2", "06.2", "06.3", "07.1", "07.2", "07.3"])
 def test_hints_lead_rather_than_answer(exercise_id):
     """These hints used to be the solution's code; they now name the steps, not the calls that do them all."""
     hint = iv.EXERCISES[exercise_id]
     assert hint.count("(") <= 3 and "np.median(fits" not in hint and "return (" not in hint, hint
+    assert not any(code in hint for code in (".sum()", " = ", "==", "& ~", "(labels")), hint  # no code to copy

@@ -217,10 +217,10 @@ def _tagged(cells, tag):
 
 
 def _check_calls(source):
-    """(exercise id, answer variable name, quiet) of every ``iv.check(...)`` call in a cell."""
+    """(exercise id, answer variable name, quiet) of every ``iv.check_answer(...)`` call in a cell."""
     calls = []
     for node in ast.walk(ast.parse(source)):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "check"
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "check_answer"
                 and isinstance(node.func.value, ast.Name) and node.func.value.id == "iv"):
             quiet = any(k.arg == "quiet" and isinstance(k.value, ast.Constant) and k.value.value is True
                         for k in node.keywords)
@@ -243,7 +243,7 @@ def _names(source, kind):
 
 @pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
 def test_exercises_follow_the_pattern(name):
-    """Task, empty answer cell, check cell, collapsed solution that checks quietly; ids iv.check knows."""
+    """Task, empty answer cell, check cell, collapsed solution that checks quietly; ids iv.check_answer knows."""
     cells = json.loads((NOTEBOOK_DIR / name).read_text())["cells"]
     exercises, solutions = _tagged(cells, "exercise"), _tagged(cells, "solution")
     assert len(exercises) >= 2 and len(solutions) == len(exercises)
@@ -259,7 +259,7 @@ def test_exercises_follow_the_pattern(name):
         source = "".join(cell["source"])
         assert cell["metadata"]["jupyter"]["source_hidden"] is True
         calls = _check_calls(source)
-        assert [(eid, quiet) for eid, _, quiet in calls] == [(f"{name[:2]}.{n}", True)], "iv.check(..., quiet=True)"
+        assert [(eid, quiet) for eid, _, quiet in calls] == [(f"{name[:2]}.{n}", True)], "iv.check_answer(..., quiet=True)"
         assert source.rstrip().endswith(";") and "print(" not in source and "display(" not in source
         assert f"answer_{n}" not in _names(source, "store"), "a solution never overwrites the student's answer"
     assert {f"{name[:2]}.{n}" for n in range(1, len(exercises) + 1)} <= set(iv.EXERCISES)

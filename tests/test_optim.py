@@ -106,7 +106,7 @@ def test_optim_checkpoint_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("method, cls", [("ivimnet", iv.IVIMNet), ("orig", iv.IVIMNet), ("optim", iv.IVIMNetOptim),
-                                         ("supervised", iv.IVIMNetOptim)])
+                                         ("supervised_optim", iv.IVIMNetOptim)])
 def test_train_for_snr_recipes(method, cls):
     """One name per network: "ivimnet" everywhere, "orig" kept as its old alias."""
     net = iv.train_for_snr(20, method=method, n=1500, max_epochs=2, seed=1, progress=False)
@@ -150,7 +150,7 @@ def test_train_options_override_the_recipe():
     net = iv.train_for_snr(20, method="orig", n=1500, max_epochs=50, seed=1, progress=False,
                            train_options={"max_epochs": 2, "validation_fraction": 0.2})
     assert net.history["epochs"] == 2 and len(net.history["val_loss"]) == 2
-    sup = iv.train_for_snr(20, method="supervised", n=1500, max_epochs=2, seed=1, progress=False)
+    sup = iv.train_for_snr(20, method="supervised_optim", n=1500, max_epochs=2, seed=1, progress=False)
     assert sup.history["lr"] == [1e-3, 1e-3]
 
 
@@ -161,15 +161,15 @@ def test_every_ablation_step_after_the_seed_stops_on_a_validation_split():
     for label, method, _, train_options in rest:
         default = 0.0 if method == "ivimnet" else 0.1  # the recipes' validation split
         assert train_options.get("validation_fraction", default) > 0, label
-    assert [step[1] for step in rest].count("optim") == 4 and rest[-1][1] == "supervised"
+    assert [step[1] for step in rest].count("optim") == 4 and rest[-1][1] == "supervised_optim"
 
 
 def test_train_for_snr_box_sets_the_prior_and_the_supervised_bounds():
     low = {**iv.PARAMETER_BOX, "Fp": (0.02, 0.1)}
-    net = iv.train_for_snr(20, method="supervised", n=1500, max_epochs=2, progress=False, box=low)
+    net = iv.train_for_snr(20, method="supervised_optim", n=1500, max_epochs=2, progress=False, box=low)
     assert net.settings()["bounds"]["Fp"] == [0.02, 0.1]
     est = iv.predict(net, iv.training_data(300, sigma=0.05, seed=39)[0])
     assert est.Fp.min() >= 0.02 and est.Fp.max() <= 0.1
     for bad in ({"Dp": (0.01, 0.1)}, {**low, "Fp": (0.3, 0.1)}, {**low, "Fp": (0.5, 1.5)}):
         with pytest.raises(ValueError, match="box"):
-            iv.train_for_snr(20, method="supervised", n=1500, max_epochs=1, progress=False, box=bad)
+            iv.train_for_snr(20, method="supervised_optim", n=1500, max_epochs=1, progress=False, box=bad)

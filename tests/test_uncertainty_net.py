@@ -166,6 +166,8 @@ def test_other_interval_levels_and_options_are_refused(net):
         iv.train_for_snr((5, 200), method="optim", n=500, max_epochs=1, progress=False)
     with pytest.raises(ValueError, match="0 < low < high"):
         iv.train_for_snr((200, 5), method="supervised", n=500, max_epochs=1, progress=False)
+    with pytest.raises(ValueError, match="supervised_optim"):  # one name, one network: "supervised" takes a range
+        iv.train_for_snr(20, method="supervised", n=500, max_epochs=1, progress=False)
     with pytest.raises(ValueError, match="targets"):
         iv.train(iv.IVIMNetUncertainty(B), signals, sigma=0.02, progress=False)
     with pytest.raises(ValueError, match="level"):

@@ -350,7 +350,7 @@ def _check_options(method, workers, scheduler, pool_voxels, max_epochs, average,
             raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
     if average not in ("geometric", "arithmetic"):
         raise ValueError(f"average must be 'geometric' or 'arithmetic', got {average!r}.")
-    from ..nets.recipes import MIN_SCAN_VOXELS
+    from ..nets.scan_training import MIN_SCAN_VOXELS
 
     if entry.trains_on_scan and pool_voxels < MIN_SCAN_VOXELS:
         raise ValueError(f"{method} trains on the pooled voxels and needs at least {MIN_SCAN_VOXELS}; "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 
 from ..classical.fit import fit_bayes, fit_lsq, fit_segmented
-from ..nets.recipes import IN_VIVO_BOX
+from ..core.prior import IN_VIVO_BOX
 
 __all__ = ["LEVEL", "lsq", "segmented", "bayes", "pretrained"]
 

@@ -43,7 +43,7 @@ class Method(NamedTuple):
         The fit can return credible intervals and posterior SDs (a ``Posterior``).
     trains_on_scan : bool
         A network trained, unsupervised, on the scan's own (or a cohort's pooled) voxels: it needs at
-        least ``recipes.MIN_SCAN_VOXELS`` of them.
+        least ``scan_training.MIN_SCAN_VOXELS`` of them.
     """
 
     name: str
@@ -95,11 +95,11 @@ def method(name) -> Method:
 
 
 for _entry in (
-    Method("ivimnet", "IVIM-NET", "network", "nets.recipes:train_on_scan",
+    Method("ivimnet", "IVIM-NET", "network", "nets.scan_training:train_on_scan",
            "the seed's IVIM-NET, trained unsupervised on the scan's voxels", trains_on_scan=True),
-    Method("optim", "IVIM-NET_optim", "network", "nets.recipes:train_on_scan",
+    Method("optim", "IVIM-NET_optim", "network", "nets.scan_training:train_on_scan",
            "IVIM-NET_optim, trained unsupervised on the scan's voxels", trains_on_scan=True),
-    Method("supervised", "supervised", "network", "nets.recipes:train_on_scan",
+    Method("supervised", "supervised", "network", "nets.scan_training:train_on_scan",
            "a network trained on simulations like the scan: posterior means and SDs", intervals=True),
     Method("lsq", "LSQ", "classical", "imaging.method_fits:lsq", "least squares, voxel by voxel"),
     Method("segmented", "segmented", "classical", "imaging.method_fits:segmented",

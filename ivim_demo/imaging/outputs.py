@@ -250,6 +250,6 @@ SD_ROW = "posterior SD"
 
 def sd_limits():
     """Colour limits of the SD row: 0 to the SD of a uniform prior on ``IN_VIVO_BOX`` (width / sqrt(12))."""
-    from ..nets.recipes import IN_VIVO_BOX
+    from ..core.prior import IN_VIVO_BOX
 
     return {p: (0.0, (hi - lo) / 12**0.5) for p, (lo, hi) in IN_VIVO_BOX.items()}

@@ -15,7 +15,7 @@ import numpy as np
 
 from .outputs import check_enough_b_values
 
-__all__ = ["LABELS_GLOB", "Scan", "Acquisition", "find_scans", "read_b_values", "acquisition_id", "group_scans",
+__all__ = ["LABELS_GLOB", "StudyScan", "Acquisition", "find_scans", "read_b_values", "acquisition_id", "group_scans",
            "one_line"]
 
 #: Label images looked for beside each DWI (the one named like the scan wins when there are several).
@@ -24,7 +24,7 @@ _DWI_SUFFIXES = ("_dwi.nii.gz", "_dwi.nii")
 _LAYOUT = ("sub-*/dwi/*_dwi.nii.gz (or sub-*/ses-*/dwi/...; .nii also) with the matching *_dwi.bval "
            "beside each")
 
-class Scan(NamedTuple):
+class StudyScan(NamedTuple):
     """One scan found by ``find_scans``.
 
     Attributes
@@ -76,7 +76,7 @@ def find_scans(root, *, labels_glob=LABELS_GLOB) -> list:
 
     Returns
     -------
-    list of Scan
+    list of StudyScan
         Sorted by path. A scan without its ``.bval`` is listed with ``bval=None`` (it fails alone).
     """
     root = os.fspath(root)
@@ -102,7 +102,7 @@ def find_scans(root, *, labels_glob=LABELS_GLOB) -> list:
         seen[scan_id] = path
         bval = os.path.join(folder, f"{stem}_dwi.bval")
         labels = _labels_beside(folder, stem, labels_glob) if labels_glob else None
-        scans.append(Scan(scan_id, subject, session, path, bval if os.path.isfile(bval) else None, labels,
+        scans.append(StudyScan(scan_id, subject, session, path, bval if os.path.isfile(bval) else None, labels,
                           os.path.join(*parts, scan_id)))
     if not scans:
         raise ValueError(f"no scans found in {root!r}; the expected layout is {_LAYOUT}.")

@@ -1,4 +1,4 @@
-"""Checks for the notebooks' exercises: ``iv.check("01.2", answer_2)``.
+"""Checks for the notebooks' exercises: ``iv.check_answer("01.2", answer_2)``.
 
 Every exercise has a checking function here that judges the student's answer
 against a value the package computes (never a number typed in), with a
@@ -16,7 +16,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-__all__ = ["EXERCISES", "WHY_QUESTIONS", "check"]
+__all__ = ["EXERCISES", "WHY_QUESTIONS", "check_answer"]
 
 
 class _Exercise(NamedTuple):
@@ -54,7 +54,7 @@ def _judge_why(exercise, why):
     return None if fault is None else f"({choice}) does not hold: {fault}"
 
 
-def check(exercise_id, answer, *, why=None, quiet=False) -> bool:
+def check_answer(exercise_id, answer, *, why=None, quiet=False) -> bool:
     """Check the answer to one exercise of the notebooks.
 
     Parameters
@@ -336,8 +336,9 @@ def _region_means_03(b):
     return clean, 4 * _SIGMA_03 / np.sqrt(n) + _SIGMA_03 ** 2 / (2 * clean)
 
 
-@_exercise("03.1", hint="labels = iv.phantom_regions((100, 100)); count (labels == k) for k = 0, 1, 2; the "
-                        "boundaries are strict (40 < i < 60).",
+@_exercise("03.1", hint="the phantom's label image has one integer per voxel (0, 1, 2): which package function "
+                        "makes it, and how does numpy count the entries of an array that equal a value? Look at "
+                        "where the region boundaries fall (are they inclusive?).",
            why="a region's voxel count sets how precisely its mean is known (SE = sigma / sqrt(n)).")
 def _check_03_1(answer):
     from ..simulation.simulate import phantom_regions
@@ -643,8 +644,8 @@ def _volunteer_07():
     return ex, dwi, b_values, body
 
 
-@_exercise("07.1", hint="auto = iv.make_mask(dwi); count the voxels in auto but not in the authors' mask: "
-                        "(auto & ~body).sum().",
+@_exercise("07.1", hint="make the automatic mask with the package's mask function, then combine the two boolean "
+                        "masks: which logical operation keeps a voxel that is in the first but not in the second?",
            why="an automatic mask is a guess: look at it (and count) before fitting.")
 def _check_07_1(answer):
     from ..imaging.mask import make_mask
