@@ -27,6 +27,7 @@ from .methods import DEFAULT_METHOD, method as registered
 from .outputs import Staging, check_enough_b_values, write_outputs
 from .study import LABELS_GLOB, find_scans, group_scans, one_line, read_b_values
 from ..core.threads import one_torch_thread
+from ..core.files import write_atomically
 
 __all__ = ["COHORT_COLUMNS", "POOL_VOXELS", "pooled_voxels", "train_models", "fit_scan", "fit_cohort"]
 
@@ -67,14 +68,7 @@ def _sha256(path) -> str:
 
 
 def _write_atomic(path, text):
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_atomically(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def pooled_voxels(acquisition, *, average="geometric", n_voxels=POOL_VOXELS, seed=0, failed=None):

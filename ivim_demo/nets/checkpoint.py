@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import warnings
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 
+from ..core.files import write_atomically
 from . import networks
 from .any_protocol import IVIMNetAnyProtocol
 from .infer import decide_labelling
@@ -97,21 +97,14 @@ def save_model(net, path, *, history=None) -> str:
         os.makedirs(folder, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise ValueError(f"cannot save to {path!r}: a part of its folder is a file, not a folder.") from None
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-    try:
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
+
+    def loads_back(tmp):  # what is written must load back
         try:
-            _read_payload(tmp)  # what is written must load back
+            _read_payload(tmp)
         except ValueError as err:
             raise ValueError(f"could not write a checkpoint that loads back to {path!r}: {err}") from None
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    write_atomically(path, lambda f: torch.save(payload, f), verify=loads_back)
     return path
 
 

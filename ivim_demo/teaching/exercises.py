@@ -336,9 +336,8 @@ def _region_means_03(b):
     return clean, 4 * _SIGMA_03 / np.sqrt(n) + _SIGMA_03 ** 2 / (2 * clean)
 
 
-@_exercise("03.1", hint="the phantom's label image has one integer per voxel (0, 1, 2): which package function "
-                        "makes it, and how does numpy count the entries of an array that equal a value? Look at "
-                        "where the region boundaries fall (are they inclusive?).",
+@_exercise("03.1", hint="which package function makes the phantom's label image (0, 1, 2 per voxel), how does numpy "
+                        "count the entries equal to a value, and are the region boundaries inclusive?",
            why="a region's voxel count sets how precisely its mean is known (SE = sigma / sqrt(n)).")
 def _check_03_1(answer):
     from ..simulation.simulate import phantom_regions
