@@ -6,6 +6,7 @@ missing, these helpers make it through the package and say so in a warning.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import warnings
@@ -13,6 +14,7 @@ import warnings
 import numpy as np
 
 from ..nets.checkpoint import load_model, save_model
+from ..core.files import write_atomically
 from ..core.signal_model import IVIMParams
 
 __all__ = ["save_dataset", "load_dataset", "dataset_settings", "load_or_make_dataset", "load_or_make_model",
@@ -144,13 +146,13 @@ def save_table(rows, folder, name: str, *, timings_folder=None):
 def _write_table(rows, folder, name):
     os.makedirs(folder, exist_ok=True)
     stem = os.path.join(os.fspath(folder), name)
-    with open(stem + ".json", "w") as f:
-        json.dump(rows, f, indent=1)
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    with open(stem + ".csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(stem + ".json", lambda f: f.write(json.dumps(rows, indent=1).encode("utf-8")))
+    write_atomically(stem + ".csv", lambda f: f.write(text.getvalue().encode("utf-8")))
     return stem + ".json", stem + ".csv"
 
 
