@@ -172,3 +172,14 @@ def test_plot_cohort_rois_draws_each_scan_and_reference():
     np.testing.assert_allclose(fit_line.get_ydata(), [1.2, 1.0])  # 10^-3 mm^2/s; the failed scan left out
     np.testing.assert_allclose(ref_line.get_ydata(), [1.3, np.nan])
     assert [t.get_text() for t in dt_axis.get_xticklabels()] == ["sub-01", "sub-03"]
+
+
+def test_plot_cohort_rois_labels_medians_of_few_voxels_with_their_count():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = [{"scan": "sub-01", "status": "fitted", "label3_Dt": 0.002, "label3_Fp": 0.2, "label3_voxels": 25},
+            {"scan": "sub-02", "status": "fitted", "label3_Dt": 0.0012, "label3_Fp": 0.6, "label3_voxels": "1"}]
+    fig = iv.plot_cohort_rois(rows, {3: "kidney"})
+    for ax in fig.axes[:2]:
+        assert [t.get_text() for t in ax.texts] == ["n = 1"]

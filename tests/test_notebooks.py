@@ -104,6 +104,21 @@ def test_comparison_table_is_written(run_dir):
     assert all(r["cv"] >= 0 for r in rows if r["method"] == "IVIM-NET")
 
 
+def test_printed_counts_and_ratios_are_saved(run_dir):
+    """Numbers the notebooks' text rests on are in their JSON, not only printed."""
+    import ivim_demo as iv
+
+    counts = {r["mask"]: r["voxels"] for r in iv.load_table(run_dir / "figures" / "07_mask_counts.json")}
+    assert counts["automatic"] > 1000 and counts["authors' body mask"] > 1000
+    assert 0 <= counts["authors' body mask, excluded (S(b=0) = 0)"] < 0.05 * counts["authors' body mask"]
+    ratios = {r["param"]: r["median_sd_vs_prior"] for r in iv.load_table(run_dir / "figures" / "09_scan_sd.json")}
+    assert set(ratios) == set(iv.PARAMS) and all(0 < v < 1.2 for v in ratios.values())
+    assert ratios["Dt"] < ratios["Dp"]  # the data pin Dt down far better than Dp
+    rois = iv.load_table(run_dir / "figures" / "08_cohort_rois.json")
+    assert {r["roi"] for r in rois} == {"pancreas", "liver", "kidney", "spleen"} and len(rois) % 4 == 0
+    assert all(r["voxels"] >= 0 for r in rois) and any(r["voxels"] > 50 for r in rois if r["roi"] == "liver")
+
+
 def _nrmse(rows, method, snr, param):
     return next(r["nrmse"] for r in rows if r["method"] == method and r["snr"] == snr and r["param"] == param)
 

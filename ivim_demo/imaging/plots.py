@@ -344,6 +344,10 @@ def plot_ablation(rows, *, title=None):
     return fig
 
 
+#: ``plot_cohort_rois`` labels ROI medians of fewer voxels than this with their count.
+FEW_ROI_VOXELS = 10
+
+
 def plot_cohort_rois(rows, labels: dict, *, reference=None, params=("Dt", "Fp"), title=None):
     """ROI medians across the scans of a cohort, one panel per parameter.
 
@@ -357,6 +361,9 @@ def plot_cohort_rois(rows, labels: dict, *, reference=None, params=("Dt", "Fp"),
         Scan -> the same columns from a reference (e.g. ``reference_roi_medians``), drawn as open markers.
     params : tuple of str
         Parameters to show (Dt in 10⁻³ mm²/s, Fp as a fraction).
+
+    A median of fewer than ``FEW_ROI_VOXELS`` voxels (``label<k>_voxels``) is
+    labelled with its count: it is a voxel's estimate, not an organ's.
     """
     fitted = [r for r in rows if r.get("status") in ("fitted", "skipped")]
     x = np.arange(len(fitted))
@@ -368,9 +375,15 @@ def plot_cohort_rois(rows, labels: dict, *, reference=None, params=("Dt", "Fp"),
             at = x + 0.08 * (i - (len(labels) - 1) / 2)  # side by side; scans are not a sequence: no lines
             values = [float(r.get(f"label{k}_{p}", np.nan)) * scale for r in fitted]
             ax.plot(at, values, "o", color=colour, label=f"{name}, this fit")
+            for xi, value, r in zip(at, values, fitted):
+                n = r.get(f"label{k}_voxels")
+                if n is not None and float(n) < FEW_ROI_VOXELS and np.isfinite(value):
+                    ax.annotate(f"n = {int(float(n))}", (xi, value), xytext=(4, 4), textcoords="offset points",
+                                fontsize=8, color=colour)
             if reference is not None:
                 ref = [float(reference.get(r["scan"], {}).get(f"label{k}_{p}", np.nan)) * scale for r in fitted]
                 ax.plot(at, ref, "o", mfc="none", color=colour, ms=10, label=f"{name}, reference")
+        ax.margins(y=0.1)  # room for the voxel counts
         ax.set(xticks=x, ylabel=f"{p} ({unit})", title=f"{p}: ROI medians per scan")
         ax.set_xticklabels([r["scan"] for r in fitted], rotation=30, ha="right")
     axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
