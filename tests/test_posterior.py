@@ -169,3 +169,31 @@ def test_bad_options_are_refused(voxels, kw, words):
     kw = {"sigma": 0.05, **kw}
     with pytest.raises(ValueError, match=words.replace("(", r"\(")):
         iv.fit_bayes(voxels[:3], B, **kw)
+
+
+def test_posterior_limits_draw_independent_voxels_per_snr():
+    """Coverages at different SNRs must be independent samples: no SNR reuses another's voxels."""
+    rows, calibration = iv.posterior_limits([20, 20], n_test=200, levels=(0.5, 0.9), seed=3, grid=(12, 12, 12),
+                                            progress=False)
+    first, second = ([r["nrmse"] for r in rows[k * 6:(k + 1) * 6]] for k in range(2))  # 2 methods x 3 parameters
+    assert all(a != b for a, b in zip(first, second))
+    assert {(r["level"], r["method"]) for r in calibration} == {(0.5, "Bayes, S0 unknown"), (0.9, "Bayes, S0 unknown")}
+    again, _ = iv.posterior_limits([20, 20], n_test=200, levels=(0.5, 0.9), seed=3, grid=(12, 12, 12), progress=False)
+    assert again == rows  # seeded
+    known = {r["param"]: r["nrmse"] for r in rows[:6] if r["method"] == "Bayes, S0 known"}
+    unknown = {r["param"]: r["nrmse"] for r in rows[:6] if r["method"] == "Bayes, S0 unknown"}
+    assert known["Fp"] < unknown["Fp"]  # knowing S0 helps Fp most
+
+
+def test_plot_calibration_shows_the_band_chance_allows():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = [{"snr": 20, "method": "Bayes", "param": p, "level": lv, "coverage": lv} for p in iv.PARAMS
+            for lv in (0.5, 0.9)]
+    fig = iv.plot_calibration(rows, n=1000)
+    band = fig.axes[0].collections[0].get_paths()[0].vertices
+    at_90 = band[np.isclose(band[:, 0], 0.9)][:, 1]
+    np.testing.assert_allclose(sorted(at_90)[:: len(at_90) - 1], [0.9 - 1.96 * 0.3 / 1000 ** 0.5,
+                                                                  0.9 + 1.96 * 0.3 / 1000 ** 0.5], rtol=1e-6)
+    assert not iv.plot_calibration(rows).axes[0].collections  # no n: no band

@@ -393,7 +393,7 @@ def plot_cohort_rois(rows, labels: dict, *, reference=None, params=("Dt", "Fp"),
     return fig
 
 
-def plot_calibration(rows, *, title=None):
+def plot_calibration(rows, *, n=None, title=None):
     """Coverage of credible intervals against their nominal level, one panel per parameter.
 
     Parameters
@@ -403,6 +403,10 @@ def plot_calibration(rows, *, title=None):
         method with several levels is drawn as lines (one per SNR), one with a single level as markers.
         Points on the diagonal: intervals that hold the truth as often as they claim; below it:
         overconfident, above: too wide.
+    n : int, optional
+        Voxels behind each coverage. With it, a grey band around the diagonal shows where
+        calibrated intervals fall 95 % of the time by chance alone: level ± 1.96 sqrt(level (1 -
+        level) / n) (binomial). Only a point outside the band is evidence of miscalibration.
     """
     snrs = sorted({r["snr"] for r in rows})
     colours = dict(zip(snrs, plt.cm.viridis(np.linspace(0, 0.9, len(snrs)))))
@@ -411,6 +415,11 @@ def plot_calibration(rows, *, title=None):
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True)
     for ax, name in zip(axes, PARAMS):
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
+        if n is not None:
+            level = np.linspace(0.0, 1.0, 201)
+            half = 1.96 * np.sqrt(level * (1 - level) / n)
+            ax.fill_between(level, level - half, level + half, color="0.85", zorder=0,
+                            label=f"calibrated ± chance ({n:,} voxels, 95 %)")
         for method in methods:
             for snr in snrs:
                 mine = sorted((r["level"], r["coverage"]) for r in rows

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compare import held_out
 from ..classical.fit import fit_bayes
 from ..nets.infer import predict
 from ..nets.protocols import Protocol
-from ..simulation.simulate import add_rician_noise
+from ..simulation.simulate import add_rician_noise, training_data
 from ..core.signal_model import ivim
 from ..core.metrics import PARAMS, normalised_bias, nrmse
 from ..core.signal_model import PARAMETER_BOX, SEED_B_VALUES
@@ -38,8 +37,10 @@ def posterior_limits(snrs, *, n_test, levels=(0.5, 0.8, 0.9, 0.95), net=None, b_
                      grid=(40, 40, 40), progress=True):
     """The exact posterior with S0 known and with S0 unknown, and how well credible intervals cover the truth.
 
-    At each SNR, on the held-out voxels of ``compare_over_snr`` (``n_test``
-    voxels from ``PARAMETER_BOX``, S0 = 1, Rician noise sigma = 1/SNR):
+    At each SNR, on ``n_test`` voxels of its own (parameters uniform on
+    ``PARAMETER_BOX``, S0 = 1, Rician noise sigma = 1/SNR; seeded by
+    ``[seed, 7919, k]`` for the k-th SNR, so no two SNRs share a voxel or
+    a noise draw, and the coverages at different SNRs are independent):
 
     * ``Bayes, S0 known``: the posterior mean when S0 = 1 is known exactly
       (``fit_bayes(s0="ratio")`` on signals whose b = 0 column is the true
@@ -72,8 +73,8 @@ def posterior_limits(snrs, *, n_test, levels=(0.5, 0.8, 0.9, 0.95), net=None, b_
     """
     prior_sd = {p: (PARAMETER_BOX[p][1] - PARAMETER_BOX[p][0]) / np.sqrt(12) for p in PARAMS}
     rows, calibration = [], []
-    for snr in snrs:
-        signals, truth = held_out(snr, n_test, b_values, seed)
+    for k, snr in enumerate(snrs):
+        signals, truth = training_data(n_test, b_values, sigma=1.0 / snr, seed=[seed, 7919, k])
         known = np.array(signals, dtype=float)
         known[..., 0] = truth.S0
         estimates = {"Bayes, S0 known": (fit_bayes(known, b_values, sigma=1 / snr, s0="ratio", grid=grid), None)}
