@@ -3,8 +3,7 @@
 Usage:
     .venv/bin/python benchmarks/machine_spread.py [--other benchmarks/results/other_machine]
 
-Compares the committed tables in ``figures/`` (05_method_comparison, 06_ablation, 06_beyond, 09_limits,
-09_calibration) with the same tables from a full ``make demo`` run on another numeric path (another CPU
+Compares the committed tables in ``figures/`` (05_method_comparison, 06_ablation, 06_beyond) with the same tables from a full ``make demo`` run on another numeric path (another CPU
 or MKL code path: ``--other``, see its README.md). Classical fits should agree to rounding; a network's
 training takes another path when its float32 rounding differs, so its rows move. For each network row
 and score (NRMSE, rho(Dp, Fp)), the difference between the runs is reported in units of the spread over
@@ -24,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = ("05_method_comparison", "06_ablation", "06_beyond", "09_limits", "09_calibration")
+#: 09's tables are left out: since 09 draws its voxels afresh at each SNR (commit acd9425), its tables in
+#: other_machine/ (an earlier run) hold other voxels, so even its classical rows would differ.
+TABLES = ("05_method_comparison", "06_ablation", "06_beyond")
 KEY = ("snr", "method", "param", "level")
 SCORES = ("nrmse", "rho_Dp_Fp", "coverage")
 

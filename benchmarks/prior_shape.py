@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import ivim_demo as iv
-import ivim_demo.nets.scan_training as recipes
+import ivim_demo.nets.scan_training as scan_training
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "prior_shape.json"
 PRIORS = {"Dt log-uniform (default)": ("Dp", "Dt"), "Dt uniform": ("Dp",)}
@@ -30,14 +30,14 @@ SEEDS = (0, 1, 2)
 
 
 def main():
-    default = recipes.IN_VIVO_LOG
+    default = scan_training.IN_VIVO_LOG
     rows = []
     try:
         for name in VOLUNTEERS:
             ex = iv.load_example(name)
             keep = iv.make_mask(ex.dwi, mask=ex.mask, warn=False)
             for prior, log in PRIORS.items():
-                recipes.IN_VIVO_LOG = log
+                scan_training.IN_VIVO_LOG = log
                 for seed in SEEDS:
                     fit = iv.fit_volume(ex.dwi, ex.b_values, keep, method="supervised", seed=seed, progress=False)
                     rois = iv.roi_medians(fit.maps, ex.rois, ex.roi_names, mask=keep, reference=ex.reference)
@@ -48,7 +48,7 @@ def main():
                     print(name, prior, seed, f"liver Dt {liver['Dt'] * 1e3:.2f} (ref {liver['ref_D'] * 1e3:.2f})",
                           "pass" if rows[-1]["passed"] else "miss", flush=True)
     finally:
-        recipes.IN_VIVO_LOG = default
+        scan_training.IN_VIVO_LOG = default
     result = {"date": datetime.date.today().isoformat(),
               "machine": f"{platform.machine()}, torch {torch.__version__}, numpy {np.__version__}", "rows": rows}
     tmp = OUT.with_suffix(".tmp")

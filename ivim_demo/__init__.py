@@ -59,7 +59,7 @@ _SOURCES = {
     "nets.any_protocol": ["IVIMNetAnyProtocol"],
     "nets.protocols": ["PROTOCOL_RANGE", "Protocol", "draw_protocols"],
     "nets.pretrained": ["PRETRAINED_TRAINING", "load_pretrained", "train_pretrained"],
-    "teaching.calibration": ["coverage", "posterior_limits", "protocol_scores"],
+    "teaching.calibration": ["calibration_voxels", "coverage", "posterior_limits", "protocol_scores"],
     "imaging.image_fit": ["VolumeFit", "fit_volume"],
 }
 _EXPORTS = {name: module for module, names in _SOURCES.items() for name in names}

@@ -344,6 +344,11 @@ def plot_ablation(rows, *, title=None):
     return fig
 
 
+def _number(value):
+    """A cohort row's cell as a float: NaN when missing (None, or "" in a row read back from cohort.csv)."""
+    return np.nan if value is None or value == "" else float(value)
+
+
 #: ``plot_cohort_rois`` labels ROI medians of fewer voxels than this with their count.
 FEW_ROI_VOXELS = 10
 
@@ -373,12 +378,12 @@ def plot_cohort_rois(rows, labels: dict, *, reference=None, params=("Dt", "Fp"),
         for i, (k, name) in enumerate(labels.items()):
             colour = f"C{i}"
             at = x + 0.08 * (i - (len(labels) - 1) / 2)  # side by side; scans are not a sequence: no lines
-            values = [float(r.get(f"label{k}_{p}", np.nan)) * scale for r in fitted]
+            values = [_number(r.get(f"label{k}_{p}")) * scale for r in fitted]
             ax.plot(at, values, "o", color=colour, label=f"{name}, this fit")
             for xi, value, r in zip(at, values, fitted):
-                n = r.get(f"label{k}_voxels")
-                if n is not None and float(n) < FEW_ROI_VOXELS and np.isfinite(value):
-                    ax.annotate(f"n = {int(float(n))}", (xi, value), xytext=(4, 4), textcoords="offset points",
+                n = _number(r.get(f"label{k}_voxels"))
+                if n < FEW_ROI_VOXELS and np.isfinite(value):
+                    ax.annotate(f"n = {int(n)}", (xi, value), xytext=(4, 4), textcoords="offset points",
                                 fontsize=8, color=colour)
             if reference is not None:
                 ref = [float(reference.get(r["scan"], {}).get(f"label{k}_{p}", np.nan)) * scale for r in fitted]

@@ -258,7 +258,8 @@ class IVIMNetOptim(nn.Module):
         return {"b_values": self.b_values.tolist(), **self.options}
 
 
-#: (low, high) SNR at b = 0 that ``IVIMNetUncertainty`` (and ``train_for_snr((low, high))``) trains on by default.
+#: (low, high) SNR at b = 0 that ``IVIMNetUncertainty`` is scaled for by default (pass it to
+#: ``train_for_snr(UNCERTAINTY_SNR_RANGE, method="supervised")`` to train on it).
 UNCERTAINTY_SNR_RANGE = (5.0, 200.0)
 
 #: Heads of ``IVIMNetUncertainty`` per parameter, in the order of its output columns.

@@ -11,7 +11,7 @@ from ..core.signal_model import ivim
 from ..core.metrics import PARAMS, normalised_bias, nrmse
 from ..core.signal_model import PARAMETER_BOX, SEED_B_VALUES
 
-__all__ = ["coverage", "posterior_limits", "protocol_scores"]
+__all__ = ["calibration_voxels", "coverage", "posterior_limits", "protocol_scores"]
 
 
 def coverage(posterior, truth) -> dict:
@@ -33,14 +33,42 @@ def coverage(posterior, truth) -> dict:
                              & (getattr(truth, p) <= getattr(posterior.upper, p)))) for p in PARAMS}
 
 
+def calibration_voxels(snr, n, b_values=SEED_B_VALUES, *, seed=0):
+    """The held-out voxels ``posterior_limits`` scores at one SNR: their own at every SNR.
+
+    ``n`` voxels with parameters uniform on ``PARAMETER_BOX``, S0 = 1 and
+    Rician noise sigma = 1/SNR, drawn from ``numpy.random.default_rng([seed,
+    7919, round(1000 * snr)])``: a given SNR and seed give the same voxels
+    whatever other SNRs are scored, and two SNRs share no voxel or noise
+    draw, so coverages at different SNRs are independent samples.
+
+    Parameters
+    ----------
+    snr : float
+        SNR at b = 0.
+    n : int
+        Voxels.
+    b_values : array_like
+        b-values in s/mm^2, b = 0 first.
+    seed : int, keyword-only
+
+    Returns
+    -------
+    signals : numpy.ndarray
+        ``(n, n_b)``.
+    truth : IVIMParams
+    """
+    return training_data(n, b_values, sigma=1.0 / snr, seed=[seed, 7919, int(round(1000 * snr))])
+
+
 def posterior_limits(snrs, *, n_test, levels=(0.5, 0.8, 0.9, 0.95), net=None, b_values=SEED_B_VALUES, seed=0,
                      grid=(40, 40, 40), progress=True):
     """The exact posterior with S0 known and with S0 unknown, and how well credible intervals cover the truth.
 
-    At each SNR, on ``n_test`` voxels of its own (parameters uniform on
-    ``PARAMETER_BOX``, S0 = 1, Rician noise sigma = 1/SNR; seeded by
-    ``[seed, 7919, k]`` for the k-th SNR, so no two SNRs share a voxel or
-    a noise draw, and the coverages at different SNRs are independent):
+    At each SNR, on ``n_test`` voxels of its own (``calibration_voxels``:
+    parameters uniform on ``PARAMETER_BOX``, S0 = 1, Rician noise sigma =
+    1/SNR; no two SNRs share a voxel or a noise draw, so the coverages at
+    different SNRs are independent):
 
     * ``Bayes, S0 known``: the posterior mean when S0 = 1 is known exactly
       (``fit_bayes(s0="ratio")`` on signals whose b = 0 column is the true
@@ -73,8 +101,8 @@ def posterior_limits(snrs, *, n_test, levels=(0.5, 0.8, 0.9, 0.95), net=None, b_
     """
     prior_sd = {p: (PARAMETER_BOX[p][1] - PARAMETER_BOX[p][0]) / np.sqrt(12) for p in PARAMS}
     rows, calibration = [], []
-    for k, snr in enumerate(snrs):
-        signals, truth = training_data(n_test, b_values, sigma=1.0 / snr, seed=[seed, 7919, k])
+    for snr in snrs:
+        signals, truth = calibration_voxels(snr, n_test, b_values, seed=seed)
         known = np.array(signals, dtype=float)
         known[..., 0] = truth.S0
         estimates = {"Bayes, S0 known": (fit_bayes(known, b_values, sigma=1 / snr, s0="ratio", grid=grid), None)}

@@ -218,7 +218,7 @@ def _capped(train_options, max_epochs):
 
 
 def held_out(snr, n, b_values, seed):
-    """The held-out test voxels the comparison, the ablation and the calibration score on.
+    """The held-out test voxels the comparison and the ablation score on.
 
     ``training_data(n, b_values, sigma=1/snr, seed=seed + 7919)``: S0 = 1, Rician noise at SNR ``snr``,
     parameters uniform on the seed's box; the same seed gives the same voxels.
