@@ -107,7 +107,8 @@ def _parser():
                                         "scratch; rerun the same command to resume")
     t.add_argument("--out", required=True, help="folder for the training state (saved every 1000 steps) and the "
                                                 "result, OUT/pretrained.pt (load it with load_pretrained(path))")
-    t.add_argument("--steps", type=int, help="optimiser steps (default 150000, the shipped network's)")
+    t.add_argument("--steps", type=int, help="optimiser steps (default 250000, the shipped network's: a learning-rate "
+                                             "cycle of 150000 steps, then a second of 100000)")
     t.add_argument("--seed", type=int, help="seeds weights, protocols, voxels and noise (default 0)")
     t.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")

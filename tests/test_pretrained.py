@@ -146,6 +146,23 @@ def test_retraining_resumes_to_the_same_network(tmp_path, monkeypatch):
         pt.train_pretrained(tmp_path / "b", steps=12, progress=False, **small)
 
 
+@pytest.mark.numerics
+def test_a_finished_run_extended_by_a_restart_is_the_run_with_that_restart(tmp_path):
+    small = {"protocols_per_batch": 4, "voxels_per_protocol": 16, "validation_protocols": 4,
+             "validation_voxels": 16, "eval_every": 5, "warmup": 2}
+    restart = {"restart_step": 10, "restart_lr": 3e-4}
+    at_once = pt.train_pretrained(tmp_path / "a", steps=20, progress=False, **small, **restart)
+    pt.train_pretrained(tmp_path / "b", steps=10, progress=False, **small)  # one cycle, finished
+    extended = pt.train_pretrained(tmp_path / "b", steps=20, progress=False, **small, **restart)
+    assert [h["step"] for h in extended.history["evaluations"]] == [5, 10, 15, 20]
+    for (name, a), b in zip(at_once.state_dict().items(), extended.state_dict().values()):
+        assert torch.equal(a, b), name
+    lrs = [pt._lr(s, {**pt.PRETRAINED_TRAINING, **small, **restart, "steps": 20}) for s in range(20)]
+    assert lrs[1] == pytest.approx(1e-3) and lrs[9] < 1e-4 and lrs[11] == pytest.approx(3e-4)
+    with pytest.raises(ValueError, match="other settings"):  # a restart earlier than the saved step changes the past
+        pt.train_pretrained(tmp_path / "b", steps=30, progress=False, **small, restart_step=8, restart_lr=3e-4)
+
+
 # --- the shipped network -----------------------------------------------------------------------------
 
 def test_shipped_network_is_checksummed_and_small(net):

@@ -339,7 +339,8 @@ def _pretrained(result):
              f"{speed['voxels_per_second']:,.0f} voxels/s on {speed['voxels']:,} voxels (best of 3, "
              f"{speed['torch_threads']} threads; the first call on a new protocol adds "
              f"{speed['first_call_10_voxels_seconds'] * 1e3:.0f} ms). Training: "
-             f"{net['training_seconds'] / 60:.0f} min on {net['training_threads']} threads.")
+             f"{net['training_seconds'] / 60:.0f} min of wall time on {net['training_threads']} threads "
+             f"(cores shared with other jobs; see below).")
     out = []
     for name, cells in result["outside"].items():
         for snr in st["snrs"]:

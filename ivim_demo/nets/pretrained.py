@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 import time
 from importlib import resources
 
@@ -19,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.checks import check_whole
+from ..core.files import write_atomically
 from ..core.prior import IN_VIVO_PRIOR
 from ..core.signal_model import ivim
 from .any_protocol import IVIMNetAnyProtocol
@@ -28,8 +28,9 @@ from .protocols import draw_protocols
 __all__ = ["PRETRAINED_TRAINING", "PRETRAINED_FILE", "load_pretrained", "train_pretrained", "simulate_protocols"]
 
 #: How the shipped network was trained (``train_pretrained``'s defaults).
-PRETRAINED_TRAINING = {"steps": 150_000, "protocols_per_batch": 32, "voxels_per_protocol": 256, "lr": 1e-3,
-                       "warmup": 1000, "final_lr_fraction": 0.01, "validation_protocols": 64,
+PRETRAINED_TRAINING = {"steps": 250_000, "protocols_per_batch": 32, "voxels_per_protocol": 256, "lr": 1e-3,
+                       "warmup": 1000, "final_lr_fraction": 0.01, "restart_step": 150_000, "restart_lr": 3e-4,
+                       "validation_protocols": 64,
                        "validation_voxels": 512, "eval_every": 1000, "seed": 0}
 #: The shipped weights, inside the package.
 PRETRAINED_FILE = "pretrained.pt"
@@ -94,13 +95,34 @@ def _batch(net, n_protocols, n_voxels, rng, generator):
 
 
 def _lr(step, settings):
-    """Linear warm-up, then cosine decay to ``final_lr_fraction`` of the peak."""
-    peak, warm, total = settings["lr"], settings["warmup"], settings["steps"]
-    if step < warm:
-        return peak * (step + 1) / warm
-    t = (step - warm) / max(1, total - warm)
-    floor = settings["final_lr_fraction"]
+    """The learning rate of a step: one or two cycles of a linear warm-up and a cosine decay.
+
+    The first cycle rises over ``warmup`` steps to ``lr`` and decays to
+    ``final_lr_fraction * lr`` at ``restart_step`` (or at ``steps`` when
+    there is no restart); the second rises again to ``restart_lr`` and
+    decays to ``final_lr_fraction * restart_lr`` at ``steps``.
+    """
+    total, restart = settings["steps"], settings.get("restart_step")
+    if restart is None or restart >= total:
+        start, end, peak = 0, total, settings["lr"]
+    elif step < restart:
+        start, end, peak = 0, restart, settings["lr"]
+    else:
+        start, end, peak = restart, total, settings["restart_lr"]
+    into, warm, floor = step - start, settings["warmup"], settings["final_lr_fraction"]
+    if into < warm:
+        return peak * (into + 1) / warm
+    t = (into - warm) / max(1, end - start - warm)
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _extends(saved, settings, step):
+    """Whether a state saved with ``saved`` settings at ``step`` is the start of a run with ``settings``:
+    the same settings but for the length and the restart, and the same learning rates up to ``step``."""
+    schedule = ("steps", "restart_step", "restart_lr")
+    same = {k: v for k, v in saved.items() if k not in schedule} == {k: v for k, v in settings.items()
+                                                                      if k not in schedule}
+    return same and step <= settings["steps"] and all(_lr(s, saved) == _lr(s, settings) for s in range(step))
 
 
 def train_pretrained(folder, *, steps=None, seed=None, threads=None, progress=True, **options):
@@ -109,13 +131,16 @@ def train_pretrained(folder, *, steps=None, seed=None, threads=None, progress=Tr
     Every step draws ``protocols_per_batch`` protocols (``draw_protocols``)
     and ``voxels_per_protocol`` voxels for each (``simulate_protocols``);
     the loss is ``supervised_loss``. AdamW with a linear warm-up and a
-    cosine decay of the learning rate. Every ``eval_every`` steps the loss
+    cosine decay of the learning rate, restarted once at ``restart_step``
+    with a lower peak (``restart_lr``). Every ``eval_every`` steps the loss
     on a fixed validation set (other protocols and voxels, seeded) is
     computed and the weights with the lowest one are kept: the returned and
     saved network is the best one, never simply the last. The training
     state (weights, optimiser, random streams, best weights, history) is
     written atomically to ``folder/training_state.pt`` at each evaluation; a
-    call with the same settings resumes from it.
+    call with the same settings resumes from it, and so does a call that
+    only lengthens the run with a schedule unchanged up to the saved step
+    (e.g. a finished one-cycle run given ``restart_step`` = its length).
 
     Parameters
     ----------
@@ -161,7 +186,7 @@ def train_pretrained(folder, *, steps=None, seed=None, threads=None, progress=Tr
     step, best, best_state, history, seconds = 0, math.inf, None, [], 0.0
     if os.path.exists(state_path):
         saved = torch.load(state_path, weights_only=False)
-        if saved["settings"] != settings:
+        if saved["settings"] != settings and not _extends(saved["settings"], settings, saved["step"]):
             raise ValueError(f"{state_path} was written with other settings ({saved['settings']}); use another "
                              "folder or delete it to start again.")
         net.load_state_dict(saved["net"])
@@ -215,14 +240,7 @@ def train_pretrained(folder, *, steps=None, seed=None, threads=None, progress=Tr
 
 
 def _write_atomically(path, payload):
-    tmp = f"{path}.{secrets.token_hex(4)}.tmp"
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomically(path, lambda f: torch.save(payload, f))
 
 
 def load_pretrained(path=None) -> IVIMNetAnyProtocol:
